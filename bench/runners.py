@@ -1,0 +1,447 @@
+"""The timed runs of the benchmark: the reference loop, the daemon end to end, a command.
+
+Every child process is started in its own session, so stopping it takes its workers along;
+``stop`` sends SIGTERM, then SIGKILL to that process group after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pydicom
+from corpus import Corpus, CorpusFile
+
+STOP_GRACE = 30.0
+
+
+class BenchError(RuntimeError):
+    """A run that did not produce the expected output (the benchmark reports it and fails)."""
+
+
+@dataclass
+class Run:
+    """One timed run."""
+
+    label: str
+    seconds: float
+    files: int
+    rss_main_mb: float | None = None
+    rss_tree_mb: float | None = None
+    log_errors: int = 0
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a benchmark keeps its data folder and the daemon's files."""
+
+    base: str
+
+    @property
+    def datadir(self) -> str:
+        return os.path.join(self.base, "data")
+
+    @property
+    def site(self) -> str:
+        return os.path.join(self.datadir, "site")
+
+    @property
+    def work(self) -> str:
+        return os.path.join(self.base, "work")
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.work, "config.json")
+
+    @property
+    def pipe(self) -> str:
+        return os.path.join(self.work, "pipe")
+
+    @property
+    def empty(self) -> str:
+        return os.path.join(self.datadir, "empty")
+
+    def prepare(self) -> None:
+        for folder in (self.site, self.work, self.empty, self.log_dir):
+            os.makedirs(folder, exist_ok=True)
+        with open(self.config, "w", encoding="utf-8") as fh:
+            fh.write("{}\n")
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.work, "logs")
+
+    def run_log(self, label: str) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+        return os.path.join(self.log_dir, f"{safe}.log")
+
+    def fresh_outputs(self) -> None:
+        """Remove everything the previous run wrote; the archive (the corpus) stays."""
+        if os.path.isdir(self.site):
+            for entry in os.scandir(self.site):
+                if entry.name == "archive":
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        for name in os.listdir(self.log_dir):
+            if name.startswith("processSingleFile"):
+                os.unlink(os.path.join(self.log_dir, name))
+        os.sync()
+
+
+def dcmsortd_command() -> list[str]:
+    """The console script installed next to this interpreter, else the same via ``-c``."""
+    script = os.path.join(os.path.dirname(sys.executable), "dcmsortd")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-c", "import sys; from dcmsortd.cli import main; sys.exit(main())"]
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _status_kb(pid: int, key: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class RssSampler:
+    """Polls VmHWM (peak resident set) of a process and of its descendants."""
+
+    def __init__(self, pid: int, interval: float = 0.05, rescan: float = 0.5) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.rescan = rescan
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def sample(self, pids: Sequence[int]) -> None:
+        for pid in pids:
+            kb = _status_kb(pid, "VmHWM:")
+            if kb is not None and kb > self.peaks.get(pid, 0):
+                self.peaks[pid] = kb
+
+    def _loop(self) -> None:
+        pids: list[int] = [self.pid]
+        scanned = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now - scanned >= self.rescan:
+                pids, scanned = [self.pid, *descendants(self.pid)], now
+            self.sample(pids)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.sample([self.pid, *descendants(self.pid)])
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def main_mb(self) -> float | None:
+        kb = self.peaks.get(self.pid)
+        return None if kb is None else kb / 1024
+
+    @property
+    def tree_mb(self) -> float | None:
+        return sum(self.peaks.values()) / 1024 if self.peaks else None
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def start(cmd: Sequence[str], log_path: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # the group we created with start_new_session (id = pid)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> int | None:
+    """SIGTERM, wait ``grace`` seconds, then SIGKILL the whole group. Returns the exit code."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    _kill_group(proc.pid, signal.SIGKILL)  # leftovers (workers) of an exited leader
+    return proc.returncode
+
+
+def log_errors(path: str) -> int:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return sum(1 for line in fh if " ERROR " in line or "Traceback" in line)
+    except OSError:
+        return 0
+
+
+def log_tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_command(label: str, cmd: Sequence[str], log_path: str, files: int,
+                timeout: float) -> Run:
+    """Run ``cmd`` to its end: wall time, peak RSS; BenchError when it fails."""
+    started = time.perf_counter()
+    proc = start(cmd, log_path)
+    timer = threading.Timer(timeout, _kill_group, (proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        with RssSampler(proc.pid) as sampler:
+            code = proc.wait()
+            seconds = time.perf_counter() - started
+    finally:
+        timer.cancel()
+        stop(proc)
+    if code != 0:
+        raise BenchError(f"{label}: exit code {code}\n{log_tail(log_path)}")
+    return Run(label, seconds, files, sampler.main_mb, sampler.tree_mb, log_errors(log_path))
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def num_files(path: str) -> int | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh).get("NumFiles")
+        return int(value)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+@dataclass
+class RecordWatch:
+    """Polls series records until each shows its expected NumFiles (stat first: cheap)."""
+
+    expected: dict[str, int]
+    pending: dict[str, int] = field(init=False)
+    seen: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pending = dict(self.expected)
+
+    def poll(self) -> bool:
+        for path, want in list(self.pending.items()):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self.seen.get(path) == signature:
+                continue
+            self.seen[path] = signature
+            if num_files(path) == want:
+                del self.pending[path]
+        return not self.pending
+
+    def describe(self, limit: int = 3) -> str:
+        shown = [f"{p} (NumFiles {num_files(p)}, expected {n})"
+                 for p, n in list(self.pending.items())[:limit]]
+        return f"{len(self.pending)} record(s) not final: " + "; ".join(shown)
+
+
+def check_records(expected: dict[str, int], label: str) -> None:
+    watch = RecordWatch(expected)
+    if not watch.poll():
+        raise BenchError(f"{label}: {watch.describe()}")
+
+
+# ---------------------------------------------------------------------------- reference
+
+
+REFERENCE_FIELDS = ("Modality", "PatientID", "StudyDate", "SeriesDescription", "SeriesNumber")
+
+
+def reference_loop(corpus: Corpus, site: str) -> float:
+    """dcmread(stop_before_pixels) + one symlink per file + each series JSON once at the end."""
+    raw = os.path.join(site, "raw")
+    made: set[str] = set()
+    series: dict[tuple[str, str], dict[str, Any]] = {}
+    started = time.perf_counter()
+    for item in corpus.files:
+        ds = pydicom.dcmread(item.path, stop_before_pixels=True)
+        key = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+        folder = os.path.join(raw, *key)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        os.symlink(item.path, os.path.join(folder, str(ds.SOPInstanceUID)))
+        record = series.get(key)
+        if record is None:
+            record = series[key] = {k: str(ds.get(k, "")) for k in REFERENCE_FIELDS}
+            record["NumFiles"] = 0
+        record["NumFiles"] += 1
+    for (study, series_uid), record in series.items():
+        record["NumFiles"] = str(record["NumFiles"])
+        with open(os.path.join(raw, study, series_uid + ".json"), "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2, sort_keys=True)
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+WRITER = """
+import os, sys, time
+pipe, lines_file = sys.argv[1], sys.argv[2]
+with open(lines_file, "rb") as fh:
+    lines = fh.read().splitlines(keepends=True)
+chunks, chunk = [], b""
+for line in lines:  # whole lines, at most PIPE_BUF bytes per write: atomic
+    if len(chunk) + len(line) > 4096:
+        chunks.append(chunk)
+        chunk = b""
+    chunk += line
+chunks.append(chunk)
+fd = os.open(pipe, os.O_WRONLY)
+started = time.monotonic()
+print(repr(started), flush=True)
+for chunk in chunks:
+    os.write(fd, chunk)
+os.close(fd)
+print(repr(time.monotonic()), flush=True)
+"""
+
+
+def send_nonblocking(pipe: str, line: str, timeout: float) -> None:
+    """Write one line once a reader has the FIFO open (ENXIO/ENOENT until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{pipe}: no daemon listening after {timeout:.0f} s") from None
+            time.sleep(0.02)
+            continue
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+        return
+
+
+@dataclass(frozen=True)
+class DaemonSetup:
+    command: list[str]
+    paths: Paths
+    warmup: CorpusFile
+    timeout: float
+
+
+def _wait(watch: RecordWatch, proc: subprocess.Popen[bytes], log_path: str, label: str,
+          timeout: float, interval: float = 0.02) -> float:
+    deadline = time.monotonic() + timeout
+    while not watch.poll():
+        if proc.poll() is not None:
+            raise BenchError(f"{label}: the daemon exited ({proc.returncode})\n"
+                             f"{log_tail(log_path)}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{label}: {watch.describe()} after {timeout:.0f} s\n"
+                             f"{log_tail(log_path)}")
+        time.sleep(interval)
+    return time.monotonic()
+
+
+def run_daemon(setup: DaemonSetup, corpus: Corpus, workers: int, label: str) -> Run:
+    """Start ``dcmsortd run``, warm it up with one file, then time the whole corpus.
+
+    A separate process writes every line into the pipe as fast as the daemon takes them;
+    the time runs from its first write to the moment every series record on disk shows its
+    final NumFiles.
+    """
+    paths = setup.paths
+    log_path = paths.run_log(label)
+    lines_path = os.path.join(paths.work, "lines.txt")
+    with open(lines_path, "w", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line in corpus.lines())
+    cmd = [*setup.command, "run", "--config", paths.config, "--datadir", paths.datadir,
+           "--pipe", paths.pipe, "--pid-dir", paths.work, "--log-dir", paths.log_dir,
+           "--workers", str(workers), "--no-catch-up"]
+    launched = time.monotonic()
+    proc = start(cmd, log_path)
+    writer: subprocess.Popen[bytes] | None = None
+    try:
+        with RssSampler(proc.pid) as sampler:
+            send_nonblocking(paths.pipe, setup.warmup.line, timeout=60.0)
+            warm = os.path.join(paths.site, "raw", setup.warmup.study_uid,
+                                setup.warmup.series_uid + ".json")
+            ready = _wait(RecordWatch({warm: 1}), proc, log_path, label, 60.0) - launched
+            writer = subprocess.Popen([sys.executable, "-c", WRITER, paths.pipe, lines_path],
+                                      stdout=subprocess.PIPE, start_new_session=True)
+            watch = RecordWatch(corpus.record_paths(paths.site))
+            done = _wait(watch, proc, log_path, label, setup.timeout)
+            out, _ = writer.communicate(timeout=setup.timeout)
+            first = float(out.decode().split()[0])
+            sampler.sample([proc.pid, *descendants(proc.pid)])
+    finally:
+        if writer is not None and writer.poll() is None:
+            _kill_group(writer.pid, signal.SIGKILL)
+            writer.wait()
+        code = stop(proc)
+    note = f"start+warm-up {ready:.1f} s"
+    if code != 0:
+        note += f"; exit code {code} at stop"
+    return Run(label, done - first, len(corpus.files), sampler.main_mb, sampler.tree_mb,
+               log_errors(log_path), note)

@@ -1,0 +1,164 @@
+"""One function per command: ``(args, settings) -> exit code``. Imports stay lazy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from .config import Settings
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
+STOP_TIMEOUT = 30.0
+
+
+def _prepare_process(settings: Settings, to_stderr: bool) -> None:
+    from .cli import setup_logging
+
+    os.umask(settings.umask)
+    setup_logging(settings, to_stderr=to_stderr)
+
+
+def _catch_up_hook() -> Any:
+    from .bulk import catch_up_at_start
+
+    return catch_up_at_start
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from .daemon import serve
+
+    _prepare_process(settings, to_stderr=True)
+    return serve(settings, catch_up=_catch_up_hook())
+
+
+def start(args: argparse.Namespace, settings: Settings) -> int:
+    from .daemon import serve
+    from .daemonize import detach
+    from .pidfile import is_running
+    from .rules import load_rules
+
+    pid = is_running(settings.pid_file)
+    if pid is not None:
+        print(f"dcmsortd: already running for project {settings.project!r} (pid {pid}, "
+              f"pid file {settings.pid_file})", file=sys.stderr)
+        return EXIT_ERROR
+    load_rules(settings.rules_path)  # refuse to start on invalid rules, before detaching
+    child = detach(ready_timeout=30.0)
+    if child is None:  # we are the original process and the daemon reported
+        return EXIT_OK
+    try:
+        _prepare_process(settings, to_stderr=False)
+        code = serve(settings, ready=child.report_ready, catch_up=_catch_up_hook())
+    except BaseException as exc:
+        child.report_failure(str(exc))
+        raise
+    return code
+
+
+def stop(args: argparse.Namespace, settings: Settings) -> int:
+    from .pidfile import is_running
+
+    pid = is_running(settings.pid_file)
+    if pid is None:
+        print(f"dcmsortd: not running for project {settings.project!r}")
+        return EXIT_OK
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if is_running(settings.pid_file) is None and not _alive(pid):
+            print(f"dcmsortd: stopped (pid {pid})")
+            return EXIT_OK
+        time.sleep(0.05)
+    print(f"dcmsortd: pid {pid} did not stop within {STOP_TIMEOUT:.0f} s", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def restart(args: argparse.Namespace, settings: Settings) -> int:
+    code = stop(args, settings)
+    if code != EXIT_OK:
+        return code
+    return start(args, settings)
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    from .pidfile import is_running
+
+    pid = is_running(settings.pid_file)
+    if pid is None:
+        print(f"dcmsortd: not running (project {settings.project!r}, pid file "
+              f"{settings.pid_file})")
+        return EXIT_NOT_RUNNING
+    print(f"dcmsortd: running\npid: {pid}\npipe: {settings.pipe}\ndatadir: {settings.datadir}")
+    return EXIT_OK
+
+
+def send(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipe import write_lines
+
+    write_lines(settings.pipe, list(args.lines), timeout=5.0)
+    return EXIT_OK
+
+
+def notify(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from .notifier import notify as hand_over
+    from .spool import Spool
+
+    spool = Spool(Path(settings.spool_dir))
+    code = EXIT_OK
+    for line in args.lines:
+        try:
+            hand_over(line, settings.pipe, spool)
+        except OSError as exc:
+            print(f"dcmsortd notify: could not deliver nor spool {line!r}: {exc}",
+                  file=sys.stderr)
+            code = EXIT_ERROR
+    return code
+
+
+def test(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli import print_json
+    from .rules import load_rules
+
+    rules = load_rules(settings.rules_path)
+    print_json(rules.resolved())
+    return EXIT_OK
+
+
+def classify(args: argparse.Namespace, settings: Settings) -> int:
+    from .classify_cmd import classify_paths
+
+    return classify_paths(settings, list(args.paths), explain=bool(args.explain))
+
+
+def import_(args: argparse.Namespace, settings: Settings) -> int:
+    from .bulk import import_command
+
+    _prepare_process(settings, to_stderr=True)
+    return import_command(settings, list(args.paths), dry_run=bool(args.dry_run))
+
+
+def catch_up(args: argparse.Namespace, settings: Settings) -> int:
+    from .bulk import catch_up_command
+
+    _prepare_process(settings, to_stderr=True)
+    return catch_up_command(settings, list(args.roots), since=args.since)

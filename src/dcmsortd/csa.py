@@ -1,0 +1,144 @@
+"""Siemens CSA headers: a thin wrapper over ``nibabel.nicom.csareader``.
+
+Siemens MR images carry two CSA headers in the private block ``SIEMENS CSA HEADER`` of
+group 0x0029: the image header (element xx10: per-image values such as ``B_value``) and
+the series header (element xx20: among others ``MrPhoenixProtocol``, the protocol text).
+nibabel reads both formats (CSA1 and CSA2); we never parse the binary layout ourselves.
+
+Contract (the one nibabel's reader follows):
+
+* an absent header gives ``None``;
+* a header that is present but cannot be read raises :class:`CsaError` (any exception
+  nibabel's reader raises on corrupt bytes is turned into it, with the reason), so the
+  caller decides: ``header`` logs it and goes on without the CSA fields.
+
+A parsed header is a plain ``dict`` from tag name to its list of items. nibabel converts
+numeric items (``IS``, ``DS``, ``FD``...) to ``int`` or ``float``; :func:`text` renders them
+back the way the CSA header writes them (integral values without ``.0``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .errors import DcmsortdError
+
+with warnings.catch_warnings():
+    # nibabel.nicom warns on import about its DICOM image readers, which we do not use
+    warnings.filterwarnings("ignore", "The DICOM readers are highly experimental", UserWarning)
+    from nibabel.nicom import csareader
+
+# nibabel is untyped: name the function we call with its type
+_read_csa: Callable[[bytes], dict[str, Any]] = csareader.read
+
+CsaValue = str | int | float
+CsaHeader = dict[str, list[CsaValue]]
+
+_GROUP = 0x0029
+_CREATOR = "SIEMENS CSA HEADER"
+_OFFSETS = {"image": 0x10, "series": 0x20}
+
+
+class CsaError(DcmsortdError):
+    """A CSA header is present but cannot be read."""
+
+
+def raw_header(ds: Any, kind: str) -> bytes | None:
+    """Return the bytes of the CSA ``image`` or ``series`` header of ``ds``, or None.
+
+    Raises :class:`CsaError` when the private block exists but the element is not binary.
+    """
+    offset = _OFFSETS[kind]
+    try:
+        start = _block_start(ds)
+        if start is None:
+            return None
+        tag = _GROUP << 16 | start | offset
+        value = ds[tag].value if tag in ds else None
+    except Exception as exc:  # pydicom's conversion of untrusted bytes can raise anything
+        raise CsaError(f"CSA {kind} header unreadable: {type(exc).__name__}: {exc}") from exc
+    if value is None or value == b"":
+        return None
+    if not isinstance(value, bytes):
+        raise CsaError(f"CSA {kind} header is not binary (a {type(value).__name__})")
+    return value
+
+
+def parse(raw: bytes) -> CsaHeader:
+    """Parse CSA header bytes into {tag name: items}; raise :class:`CsaError` if corrupt."""
+    try:
+        parsed = _read_csa(raw)
+    except Exception as exc:  # nibabel raises struct/Value/Assertion/Index errors on junk
+        raise CsaError(f"corrupt CSA header: {type(exc).__name__}: {exc}") from exc
+    return {_as_str(name): [_item(v) for v in tag["items"]] for name, tag in parsed["tags"].items()}
+
+
+def header(ds: Any, kind: str) -> CsaHeader | None:
+    """Return the parsed CSA ``image`` or ``series`` header of ``ds``, or None if absent."""
+    raw = raw_header(ds, kind)
+    return None if raw is None else parse(raw)
+
+
+def text(value: CsaValue) -> str:
+    """Render one CSA item as text: ``1000`` for an integral number, ``0.70710678`` else."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+def scalar(hdr: CsaHeader, name: str) -> str | None:
+    """The first item of tag ``name`` as text; None when the tag is absent or has no items."""
+    items = hdr.get(name)
+    if not items:
+        return None
+    return text(items[0])
+
+
+def vector(hdr: CsaHeader, name: str) -> list[str] | None:
+    """All items of tag ``name`` as text; None when the tag is absent or has no items."""
+    items = hdr.get(name)
+    if not items:
+        return None
+    return [text(v) for v in items]
+
+
+def protocol_text(series_hdr: CsaHeader) -> str | None:
+    """The protocol text (``MrPhoenixProtocol``, or ``MrProtocol`` of old versions) or None."""
+    for name in ("MrPhoenixProtocol", "MrProtocol"):
+        value = scalar(series_hdr, name)
+        if value:
+            return value
+    return None
+
+
+def _block_start(ds: Any) -> int | None:
+    """Element base (0xXX00) of the ``SIEMENS CSA HEADER`` private block, or None.
+
+    Like nibabel's ``find_private_section``, without slicing the dataset (which sorts
+    every tag of it, twice per image).
+    """
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts every element)
+        if tag >> 16 == _GROUP and 0x10 <= tag & 0xFFFF <= 0xFF:
+            creator = ds[tag].value
+            if isinstance(creator, bytes):
+                creator = creator.decode("latin-1")
+            if isinstance(creator, str) and creator.strip(" \x00") == _CREATOR:
+                return (int(tag) & 0xFF) << 8
+    return None
+
+
+def _as_str(value: str | bytes) -> str:
+    # nibabel returns bytes for a name or string item that has no terminating NUL
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _item(value: Any) -> CsaValue:
+    if isinstance(value, bytes | str):
+        return _as_str(value).rstrip("\x00 ")
+    if isinstance(value, int | float):
+        return value
+    return str(value)

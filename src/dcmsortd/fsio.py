@@ -1,0 +1,155 @@
+"""Small file-system effects: atomic JSON writes, links, markers, cached folder creation."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".tmp"
+_counter = itertools.count()
+
+
+def dumps(data: Any) -> bytes:
+    """The one JSON rendering of every file we write: indent 2, keys sorted, UTF-8."""
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def atomic_write(path: str, payload: bytes, temp_dir: str) -> None:
+    """Write ``payload`` to ``path`` so readers see the old or the new file, never a part.
+
+    The temporary file is created in ``temp_dir`` (same file system as ``path``) with mode
+    0o666 minus the umask, fsync'ed, then renamed over ``path``.
+    """
+    tmp = os.path.join(temp_dir, f"{os.getpid()}-{next(_counter)}{TEMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def write_json(path: str, data: Any, temp_dir: str) -> None:
+    atomic_write(path, dumps(data), temp_dir)
+
+
+def read_json(path: str) -> Any | None:
+    """The JSON in ``path``, or None when it is missing or unreadable (logged)."""
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.error("%s: cannot read JSON, starting afresh: %s", path, exc)
+        return None
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def clean_temp(temp_dir: str) -> int:
+    """Remove temporary files left by processes that are gone. Returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(temp_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if not name.endswith(TEMP_SUFFIX):
+            continue
+        pid_text = name.split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _alive(int(pid_text)):
+            continue
+        _unlink_quietly(os.path.join(temp_dir, name))
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Folders:
+    """Creates folders once; remembers which exist so the hot path makes no syscalls."""
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+
+    def ensure(self, path: str) -> None:
+        if path in self._known:
+            return
+        os.makedirs(path, exist_ok=True)
+        self._known.add(path)
+
+    def forget(self) -> None:
+        self._known.clear()
+
+
+def link(target: str, path: str) -> bool:
+    """Make ``path`` a symlink to ``target``. True when created now.
+
+    An existing link is kept (the first received copy wins) unless it dangles, then it is
+    replaced atomically. Anything else at ``path`` is left alone.
+    """
+    try:
+        os.symlink(target, path)
+        return True
+    except FileExistsError:
+        pass
+    try:
+        current = os.readlink(path)
+    except OSError:
+        return False  # not a link: leave it
+    if current == target or os.path.exists(path):
+        return False
+    tmp = f"{path}.{os.getpid()}{TEMP_SUFFIX}"
+    _unlink_quietly(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+    log.info("%s: replaced a dangling link to %s", path, current)
+    return False
+
+
+def touch(path: str) -> None:
+    """Create ``path`` or update its modification time."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        os.close(fd)
+
+
+def count_entries(path: str) -> int:
+    try:
+        with os.scandir(path) as it:
+            return sum(1 for _ in it)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return 0
+        raise

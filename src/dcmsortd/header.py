@@ -1,0 +1,337 @@
+"""From a received file's header to an :class:`~dcmsortd.instance.Instance`.
+
+:func:`read_instance` reads the file (see :mod:`dcmsortd.dicomfile`) and hands the dataset
+to :func:`instance_from_dataset`, the pure part. Both raise only
+:class:`~dcmsortd.errors.HeaderError`, for any file content.
+
+Fields are rendered by :mod:`dcmsortd.elements` (``str(value)`` as pydicom renders it,
+left out when the element is absent); UIDs lose their NUL/space padding. StudyDescription
+is ``missing`` when absent. OSLevel comes from SoftwareVersions' ``release:<X>`` text.
+
+Siemens: the CSA image header gives ``PhaseEncodingDirectionPositive`` and the diffusion
+entry; the protocol in the CSA series header gives ``siemensUUID``, ``NumSlices``,
+``MeasID`` and overrides ``OSLevel``. The series header (~100 KB, ~1-5 ms to parse) is
+parsed once per series and content: :class:`SeriesCache` keys it by SeriesInstanceUID, the
+header's length and its CRC-32. A corrupt CSA header is logged and its fields left out;
+the image is still sorted.
+
+Values are decoded without pydicom's validation (it only warns, at a high cost); other
+pydicom warnings are logged at DEBUG, not raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset
+
+from . import csa, protocol
+from .dicomfile import read_dataset
+from .elements import element_text, nested_text
+from .errors import HeaderError
+from .instance import DiffusionEntry, Instance, SrEntry, TagKey
+from .tagvalues import values_from_dataset
+
+logger = logging.getLogger(__name__)
+
+# Series-record key -> tag, for the fields taken from one element as str(value).
+RECORD_TAGS: tuple[tuple[str, int], ...] = (
+    ("Manufacturer", 0x00080070),
+    ("ManufacturerModelName", 0x00081090),
+    ("SoftwareVersion", 0x00181020),
+    ("InstitutionName", 0x00080080),
+    ("StationName", 0x00081010),
+    ("Modality", 0x00080060),
+    ("OperatorsName", 0x00081070),
+    ("StudyID", 0x00200010),
+    ("PatientID", 0x00100020),
+    ("PatientName", 0x00100010),
+    ("PatientSex", 0x00100040),
+    ("StudyDate", 0x00080020),
+    ("StudyTime", 0x00080030),
+    ("SeriesTime", 0x00080031),
+    ("AccessionNumber", 0x00080050),
+    ("StudyDescription", 0x00081030),
+    ("SeriesDescription", 0x0008103E),
+    ("SeriesNumber", 0x00200011),
+    ("InstanceNumber", 0x00200013),
+    ("SequenceName", 0x00180024),
+    ("ScanOptions", 0x00180022),
+    ("ScanningSequence", 0x00180020),
+    ("SequenceVariant", 0x00180021),
+    ("EchoTime", 0x00180081),
+    ("RepetitionTime", 0x00180080),
+    ("SliceThickness", 0x00180050),
+    ("SliceSpacing", 0x00180088),
+    ("AcquisitionMatrix", 0x00181310),
+    ("ImageType", 0x00080008),
+    ("ImagesInAcquisition", 0x00201002),
+    ("NumberOfTemporalPositions", 0x00200105),
+    ("SliceLocation", 0x00201041),
+    ("Slices", 0x0021104F),
+    ("SequenceType", 0x20011020),
+    ("PulseSequenceName", 0x0019109C),
+    ("ActiveCoils", 0x0051100F),
+    ("AcquisitionLength", 0x0051100A),
+    ("Private0019_105a", 0x0019105A),
+    ("Private0019_10BB", 0x001910BB),
+    ("Private0019_10B3", 0x001910B3),
+    ("Private0019_109C", 0x0019109C),
+    ("Private0020_0105", 0x00200105),
+    ("Private0021_104F", 0x0021104F),
+    ("Private0043_1039", 0x00431039),
+)
+UID_TAGS: tuple[tuple[str, int], ...] = (
+    ("StudyInstanceUID", 0x0020000D),
+    ("SeriesInstanceUID", 0x0020000E),
+    ("SOPInstanceUID", 0x00080018),
+)
+_SOP_CLASS = 0x00080016
+# Enhanced multi-frame (Siemens XA): first item of each sequence on the way.
+_PHASE_ENCODING_STEPS = (0x52009229, 0x00189112, 0x00180091)
+_PRIVATE_0021_1106 = (0x52009230, 0x002111FE, 0x00211106)
+_SR_TAGS = (("SOPClassUID", _SOP_CLASS), ("ContentDate", 0x00080023), ("ContentTime", 0x00080033))
+_DOCUMENT_TITLE = (0x0040A043, 0x00080104)  # ConceptNameCodeSequence[0].CodeMeaning
+_RELEASE = re.compile(r"release:\s*([^\s\\'\",\]]+)")
+_BASELINE = re.compile(r"N4_([^_]+)_")
+
+SeriesKey = tuple[str, int, int]  # SeriesInstanceUID, CSA series header length, its CRC-32
+
+
+class SeriesCache:
+    """Per-process LRU cache of per-series derived data (the protocol fields)."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict[SeriesKey, Mapping[str, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: SeriesKey) -> Mapping[str, str] | None:
+        found = self._data.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._data.move_to_end(key)
+        return found
+
+    def put(self, key: SeriesKey, value: Mapping[str, str]) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+
+def read_instance(
+    path: str, rule_keys: frozenset[TagKey] = frozenset(), cache: SeriesCache | None = None
+) -> Instance:
+    """Read the header of the file at ``path`` into an Instance; raise HeaderError."""
+    try:
+        with _lenient(path):
+            ds = read_dataset(path)
+            return instance_from_dataset(ds, path, rule_keys, cache)
+    except HeaderError:
+        raise
+    except Exception as exc:  # the contract: any file content gives HeaderError, nothing else
+        raise HeaderError(f"unexpected {type(exc).__name__} reading the header: {exc}") from exc
+
+
+def instance_from_dataset(
+    ds: Dataset,
+    path: str,
+    rule_keys: frozenset[TagKey] = frozenset(),
+    cache: SeriesCache | None = None,
+) -> Instance:
+    """Extract an Instance from a dataset read without pixel data; raise HeaderError."""
+    with _lenient(path):
+        study_uid, series_uid, sop_uid = (_uid(ds, tag, name) for name, tag in UID_TAGS)
+        fields = record_fields(ds)
+        fields.update({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid})
+        image_csa = _csa_header(ds, "image", path)
+        fields.update(_image_csa_fields(image_csa))
+        fields.update(_series_fields(ds, series_uid, path, cache))
+        modality = fields.get("Modality", "")
+        return Instance(
+            path=path,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            modality=modality,
+            patient_id=fields.get("PatientID", ""),
+            study_date=fields.get("StudyDate", ""),
+            study_time=fields.get("StudyTime", ""),
+            manufacturer=fields.get("Manufacturer", ""),
+            fields=fields,
+            diffusion=diffusion_entry(image_csa, sop_uid, fields.get("InstanceNumber", "")),
+            sr=sr_entry(ds, sop_uid, study_uid) if modality == "SR" else None,
+            rule_values=_rule_values(ds, rule_keys),
+        )
+
+
+def record_fields(ds: Dataset) -> dict[str, str]:
+    """The series-record fields read from plain elements (no CSA), OSLevel from the text."""
+    fields = {}
+    for key, tag in RECORD_TAGS:
+        value = element_text(ds, tag)
+        if value is not None:
+            fields[key] = value
+    fields.setdefault("StudyDescription", "missing")
+    sop_class = element_text(ds, _SOP_CLASS)
+    if sop_class is not None:
+        fields["SOPClassUID"] = sop_class.strip("\x00 ")
+    steps = nested_text(ds, _PHASE_ENCODING_STEPS)
+    if steps is not None:
+        fields["PhaseEncodingSteps"] = steps
+    counters = nested_text(ds, _PRIVATE_0021_1106)
+    if counters is not None:
+        fields["Private0021_1106"] = counters.rpartition("_")[2]
+    release = _RELEASE.search(fields.get("SoftwareVersion", ""))
+    if release:
+        fields["OSLevel"] = release[1]
+    return fields
+
+
+def protocol_fields(prot: Mapping[str, str]) -> dict[str, str]:
+    """Series-record fields from a parsed Siemens protocol (see :mod:`dcmsortd.protocol`)."""
+    out = {}
+    uuid = prot.get("sWipMemBlock.tFree", prot.get("sWiPMemBlock.tFree"))
+    if uuid is not None:
+        out["siemensUUID"] = uuid
+    if "sGroupArray.asGroup[0].nSize" in prot:
+        out["NumSlices"] = prot["sGroupArray.asGroup[0].nSize"]
+    meas_id = prot.get("lSequenceID")
+    if meas_id is None:
+        meas_id = next((v for k, v in prot.items() if k.endswith("SequenceID")), None)
+    if meas_id is not None:
+        out["MeasID"] = meas_id
+    baseline = _BASELINE.match(prot.get("sProtConsistencyInfo.tMeasuredBaselineString", ""))
+    if baseline:
+        out["OSLevel"] = baseline[1]
+    return out
+
+
+def diffusion_entry(
+    image_csa: csa.CsaHeader | None, sop_uid: str, instance_number: str
+) -> DiffusionEntry | None:
+    """The image's diffusion information, when its CSA DiffusionDirectionality is set."""
+    if image_csa is None:
+        return None
+    directionality = csa.scalar(image_csa, "DiffusionDirectionality")
+    if not directionality:
+        return None
+    return DiffusionEntry(
+        sop_uid=sop_uid,
+        instance_number=instance_number,
+        b_value=csa.scalar(image_csa, "B_value") or "",
+        directionality=directionality,
+        gradient_direction=csa.vector(image_csa, "DiffusionGradientDirection"),
+    )
+
+
+def sr_entry(ds: Dataset, sop_uid: str, study_uid: str) -> SrEntry:
+    """The structured report's listing entry (absent values left out)."""
+    fields = {"SOPInstanceUID": sop_uid, "StudyInstanceUID": study_uid}
+    for key, tag in _SR_TAGS:
+        value = element_text(ds, tag)
+        if value is not None:
+            fields[key] = value.strip("\x00 ") if key == "SOPClassUID" else value
+    title = nested_text(ds, _DOCUMENT_TITLE)
+    if title is not None:
+        fields["DocumentTitle"] = title
+    patient_id = element_text(ds, 0x00100020)
+    if patient_id is not None:
+        fields["PatientID"] = patient_id
+    return SrEntry(sop_uid=sop_uid, fields=fields)
+
+
+def _uid(ds: Dataset, tag: int, name: str) -> str:
+    uid = (element_text(ds, tag) or "").strip("\x00 ")
+    if not uid:
+        raise HeaderError(f"missing {name}")
+    return uid
+
+
+def _csa_header(ds: Dataset, kind: str, path: str) -> csa.CsaHeader | None:
+    try:
+        return csa.header(ds, kind)
+    except csa.CsaError as exc:
+        logger.warning("%s: CSA %s header ignored: %s", path, kind, exc)
+        return None
+
+
+def _image_csa_fields(image_csa: csa.CsaHeader | None) -> dict[str, str]:
+    if image_csa is None:
+        return {}
+    positive = csa.scalar(image_csa, "PhaseEncodingDirectionPositive")
+    return {} if positive is None else {"PhaseEncodingDirectionPositive": positive}
+
+
+def _series_fields(
+    ds: Dataset, series_uid: str, path: str, cache: SeriesCache | None
+) -> Mapping[str, str]:
+    try:
+        raw = csa.raw_header(ds, "series")
+    except csa.CsaError as exc:
+        logger.warning("%s: CSA series header ignored: %s", path, exc)
+        return {}
+    if raw is None:
+        return {}
+    key = (series_uid, len(raw), zlib.crc32(raw))
+    found = cache.get(key) if cache is not None else None
+    if found is None:
+        found = _protocol_fields_from_csa(raw, path)
+        if cache is not None:
+            cache.put(key, found)
+    return found
+
+
+def _protocol_fields_from_csa(raw: bytes, path: str) -> dict[str, str]:
+    try:
+        text = csa.protocol_text(csa.parse(raw))
+    except csa.CsaError as exc:
+        logger.warning("%s: CSA series header ignored: %s", path, exc)
+        return {}
+    return {} if text is None else protocol_fields(protocol.parse(text))
+
+
+def _rule_values(ds: Dataset, rule_keys: frozenset[TagKey]) -> dict[TagKey, Any]:
+    if not rule_keys:
+        return {}
+    try:
+        return values_from_dataset(ds, rule_keys)
+    except Exception as exc:  # the file's content must never crash the caller
+        raise HeaderError(
+            f"cannot read the tags the rules use: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+@contextmanager
+def _lenient(path: str) -> Iterator[None]:
+    """Read values without pydicom's validation; log its other warnings at DEBUG.
+
+    Validation only warns (its default mode) and costs two thirds of the time spent
+    decoding the record's values. Both settings are process-wide for the duration of
+    the call: header reading is single-threaded in each dcmsortd process.
+    """
+    mode = pydicom_config.settings.reading_validation_mode
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        pydicom_config.settings.reading_validation_mode = mode
+    for warning in caught:
+        logger.debug("%s: %s", path, warning.message)

@@ -1,0 +1,63 @@
+"""A small SQLite index of processed input files, keyed by path, size and mtime.
+
+The catch-up scan uses it to skip files already handled without reading their headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+)
+"""
+
+
+class ProcessedIndex:
+    """Remembers which input files were handled (sorted, skipped or rejected)."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._pending: list[tuple[str, int, int, str]] = []
+
+    def record(self, path: str, size: int, mtime_ns: int, outcome: str) -> None:
+        self._pending.append((path, size, mtime_ns, outcome))
+
+    def commit(self) -> None:
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, outcome) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._pending = rows + self._pending
+            log.error("%s: cannot update the processed-files index: %s", self.path, exc)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """Every known path with its (size, mtime_ns)."""
+        cur = self._db.execute("SELECT path, size, mtime_ns FROM files")
+        return {row[0]: (row[1], row[2]) for row in cur}
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()

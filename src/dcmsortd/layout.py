@@ -1,0 +1,128 @@
+"""Plan where an image goes: pure functions from header values to paths under ``site/``.
+
+Every header value used as a path component goes through :func:`safe_component`, so no
+value can climb out of its folder, hide itself or exceed a file name's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from .instance import Instance
+from .notice import Arrival
+
+MAX_COMPONENT_BYTES = 120
+_HASH_CHARS = 8
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+
+
+def _scrub(value: str) -> str:
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if ch in "/\\" or code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+            out.append("_")
+        else:
+            out.append(ch)
+    text = "".join(out).strip()
+    if text.startswith("."):
+        text = "_" + text.lstrip(".")
+    return text
+
+
+def _clip(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")
+
+
+def safe_component(value: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
+    """Make ``value`` a safe single path component.
+
+    No ``/``, ``\\``, NUL or control characters, never ``.``/``..`` or a leading dot, at most
+    ``max_bytes`` UTF-8 bytes, ``unknown`` when empty. A value that had to be changed (other
+    than trimming surrounding blanks) or shortened gets ``-<8 hex of its SHA-256>`` appended,
+    so two distinct values never share a folder. Ordinary UIDs, IDs and dates come out as is.
+    """
+    stripped = value.strip()
+    text = _scrub(stripped)
+    if not text:
+        return "unknown"
+    changed = text != stripped
+    if changed or len(text.encode("utf-8")) > max_bytes:
+        suffix = "-" + _digest(value)
+        text = _clip(text, max_bytes - len(suffix)) + suffix
+    return text
+
+
+def arrival_marker_name(arrival: Arrival, study_uid: str, series_uid: str) -> str:
+    """``<caller> <called> <ip> <StudyInstanceUID> <SeriesInstanceUID>``, each part made safe.
+
+    Each part is bounded (AE titles 32 bytes, ip 46, UIDs 64: the DICOM maxima and more) so
+    that the whole name stays under the 255-byte limit of a file name.
+    """
+    parts = (
+        safe_component(arrival.caller, 32),
+        safe_component(arrival.called, 32),
+        safe_component(arrival.ip, 46),
+        safe_component(study_uid, 64),
+        safe_component(series_uid, 64),
+    )
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Every path (absolute) one image touches under ``<datadir>/site``."""
+
+    study_dir: str
+    series_dir: str
+    link: str
+    record: str
+    arrived: str
+    participant_dir: str | None
+    participant_link: str | None
+    sr_dir: str | None
+    sr_link: str | None
+    sr_listing: str | None
+
+    @property
+    def series_key(self) -> tuple[str, str]:
+        return (os.path.basename(self.study_dir), os.path.basename(self.series_dir))
+
+
+def plan(site: str, inst: Instance, arrival: Arrival) -> Placement:
+    """Where ``inst`` (announced by ``arrival``) is filed below the ``site`` folder."""
+    study = safe_component(inst.study_uid)
+    series = safe_component(inst.series_uid)
+    study_dir = os.path.join(site, "raw", study)
+    series_dir = os.path.join(study_dir, series)
+    participant_dir = participant_link = None
+    if inst.patient_id.strip():
+        participant_dir = os.path.join(site, "participants", safe_component(inst.patient_id))
+        when = f"{inst.study_date.strip() or 'unknown'}_{inst.study_time.strip() or 'unknown'}"
+        participant_link = os.path.join(participant_dir, safe_component(when))
+    sr_dir = sr_link = sr_listing = None
+    if inst.sr is not None:
+        vendor_dir = os.path.join(site, "srs", safe_component(inst.manufacturer))
+        sr_dir = os.path.join(vendor_dir, study)
+        sr_link = os.path.join(sr_dir, safe_component(inst.sop_uid))
+        sr_listing = sr_dir + ".json"
+    return Placement(
+        study_dir=study_dir,
+        series_dir=series_dir,
+        link=os.path.join(series_dir, safe_component(inst.sop_uid)),
+        record=series_dir + ".json",
+        arrived=os.path.join(site, ".arrived", arrival_marker_name(arrival, study, series)),
+        participant_dir=participant_dir,
+        participant_link=participant_link,
+        sr_dir=sr_dir,
+        sr_link=sr_link,
+        sr_listing=sr_listing,
+    )

@@ -1,0 +1,128 @@
+"""Turn a stream of pipe lines into filed images: parse, examine (maybe in workers), sort.
+
+Results are applied in the order the lines came, whatever the number of workers, so the
+output of one worker and of N workers is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from .errors import NotificationError
+from .instance import TagKey
+from .notice import Arrival, parse_line
+from .processor import Examined, Examiner, Sorter
+
+log = logging.getLogger(__name__)
+
+BATCH = 16
+
+_worker_examiner: Examiner | None = None
+
+
+def _init_worker(examiner: Examiner) -> None:
+    global _worker_examiner
+    _worker_examiner = examiner
+
+
+def _examine_batch(batch: list[Arrival], keys: frozenset[TagKey]) -> list[Examined]:
+    assert _worker_examiner is not None
+    return [_worker_examiner(a, keys) for a in batch]
+
+
+class Pipeline:
+    """Feed it lines (or Arrivals); it files them in order. ``settle()`` waits for all."""
+
+    def __init__(
+        self,
+        sorter: Sorter,
+        examiner: Examiner,
+        rule_keys: Callable[[], frozenset[TagKey]],
+        workers: int = 1,
+        on_done: Callable[[Arrival, str], None] | None = None,
+    ) -> None:
+        self.sorter = sorter
+        self.examiner = examiner
+        self.rule_keys = rule_keys
+        self.workers = workers
+        self.on_done = on_done
+        self._batch: list[Arrival] = []
+        self._inflight: deque[tuple[list[Arrival], Future[list[Examined]]]] = deque()
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 1:
+            ctx = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx,
+                initializer=_init_worker, initargs=(examiner,),
+            )
+
+    def feed_line(self, raw: bytes | str) -> None:
+        try:
+            arrival = parse_line(raw)
+        except NotificationError as exc:
+            log.error("pipe line rejected: %s", exc)
+            return
+        self.feed(arrival)
+
+    def feed(self, arrival: Arrival) -> None:
+        if self._pool is None:
+            self._apply(self._examine_inline(arrival))
+            return
+        self._batch.append(arrival)
+        if len(self._batch) >= BATCH:
+            self._submit()
+        self._collect(block=len(self._inflight) > 4 * self.workers)
+
+    def _examine_inline(self, arrival: Arrival) -> Examined:
+        return self.examiner(arrival, self.rule_keys())
+
+    def _submit(self) -> None:
+        if not self._batch or self._pool is None:
+            return
+        batch, self._batch = self._batch, []
+        self._inflight.append((batch, self._pool.submit(_examine_batch, batch, self.rule_keys())))
+
+    def _collect(self, block: bool) -> None:
+        while self._inflight and (block or self._inflight[0][1].done()):
+            batch, future = self._inflight.popleft()
+            try:
+                results = future.result()
+            except Exception as exc:  # a worker died: examine this batch here instead
+                log.error("worker failed (%s); examining %d file(s) in the main process",
+                          exc, len(batch))
+                results = [self._examine_inline(a) for a in batch]
+            for ex in results:
+                self._apply(ex)
+            block = block and len(self._inflight) > 4 * self.workers
+
+    def settle(self) -> None:
+        """Examine and file everything fed so far."""
+        self._submit()
+        while self._inflight:
+            self._collect(block=True)
+
+    def _apply(self, ex: Examined) -> None:
+        try:
+            outcome = self.sorter.handle(ex)
+        except Exception as exc:  # the one place a notification's failure is contained
+            log.exception("%s: unexpected error, skipped: %s", ex.arrival.path, exc)
+            outcome = "failed"
+        if self.on_done is not None:
+            self.on_done(ex.arrival, outcome)
+
+    def close(self) -> None:
+        self.settle()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,113 @@
+"""Assemble the sorting machinery from Settings: rules, store, index, sorter, pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from . import fsio
+from .config import Settings
+from .index import ProcessedIndex
+from .pipeline import Pipeline
+from .processor import Examiner, Sorter
+from .rules import RuleSet
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 10.0
+
+
+@dataclass
+class Runtime:
+    """The single writer's objects for one process (daemon, import or catch-up)."""
+
+    settings: Settings
+    store: Store
+    sorter: Sorter
+    pipeline: Pipeline
+    index: ProcessedIndex
+    heartbeat: bool = True  # only the daemon writes it: it bounds the start-up catch-up
+    _beat_at: float = field(default=0.0)
+
+    @property
+    def rules(self) -> RuleSet:
+        rules = self.store.rules
+        assert isinstance(rules, RuleSet)
+        return rules
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        self.store.rules = rules
+
+    def flush(self, everything: bool = False) -> None:
+        """Write what is due (or everything), then commit the processed-files index.
+
+        The index is committed only when no series record is left unwritten, so it never
+        lists a file whose record a crash could still lose (the catch-up scan trusts it).
+        """
+        if everything:
+            self.pipeline.settle()
+        for path, exc in self.store.flush(everything):
+            log.error("%s: cannot write the record, will retry: %s", path, exc)
+        if not self.store.dirty():
+            self.index.commit()
+        now = time.time()
+        if not self.heartbeat:
+            return
+        if everything or now - self._beat_at >= HEARTBEAT_EVERY:
+            self._heartbeat(now)
+
+    def _heartbeat(self, now: float) -> None:
+        self._beat_at = now
+        try:
+            fsio.write_json(heartbeat_path(self.settings), {"last_alive": now},
+                            self.store.temp_dir)
+        except OSError as exc:
+            log.error("%s: cannot write the heartbeat: %s", heartbeat_path(self.settings), exc)
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.flush(everything=True)
+        self.index.close()
+
+
+def heartbeat_path(settings: Settings) -> str:
+    name = f"daemon{settings.project}.json"
+    return os.path.join(settings.state_dir, name)
+
+
+def last_alive(settings: Settings) -> float | None:
+    data = fsio.read_json(heartbeat_path(settings))
+    if isinstance(data, dict) and isinstance(data.get("last_alive"), int | float):
+        return float(data["last_alive"])
+    return None
+
+
+def build(
+    settings: Settings, rules: RuleSet, workers: int | None = None, heartbeat: bool = True
+) -> Runtime:
+    """Create the folders and objects that sort into ``settings.site``.
+
+    ``heartbeat``: write the daemon's last-alive stamp (False for import and catch-up).
+    """
+    store = Store(settings.site, rules, flush_interval=settings.flush_interval)
+    store.prepare()
+    os.makedirs(settings.state_dir, exist_ok=True)
+    index = ProcessedIndex(os.path.join(settings.state_dir, "processed.sqlite"))
+    sorter = Sorter(
+        store=store,
+        modalities=settings.modalities,
+        other_modalities=settings.other_modalities,
+        roots=settings.roots(),
+        index=index,
+        failed_log=os.path.join(settings.site, "temp", "failed.tsv"),
+    )
+    pipeline = Pipeline(
+        sorter,
+        Examiner(settings.roots()),
+        rule_keys=lambda: store.rules.tag_keys(),  # type: ignore[attr-defined]
+        workers=workers or settings.workers,
+    )
+    return Runtime(settings, store, sorter, pipeline, index, heartbeat)

@@ -1,0 +1,262 @@
+"""The catch-up scan: reads no header of a handled file, sorts what was missed, honours
+--since and the start-up window, skips dcmsortd's own folders; the index it trusts is
+committed only once records are on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkcorpus import Corpus, Site, build_corpus, restore_logging, snapshot, uid
+from daemonproc import Site as DaemonSite
+from daemonproc import wait_for
+from dcmsortd import header
+from dcmsortd.bulk import catch_up, catch_up_at_start, open_runtime
+from dcmsortd.cli import build_parser, settings_from
+from dcmsortd.config import Settings
+from dcmsortd.index import ProcessedIndex
+from dcmsortd.instance import TagKey
+from dcmsortd.notice import Arrival
+from dcmsortd.processor import Examined, Examiner
+from dcmsortd.rules import load_rules
+from dcmsortd.runtime import Runtime, build
+from dcmsortd.walk import parse_since
+from realfiles import pydicom_data
+
+__all__ = ["restore_logging"]
+pytestmark = pytest.mark.usefixtures("restore_logging")
+HOUR = 3600.0
+
+
+@pytest.fixture
+def archived(tmp_path: Path) -> tuple[Site, Corpus]:
+    """The corpus received into ``<datadir>/site/archive`` (the default input root)."""
+    site = Site(tmp_path)
+    corpus = build_corpus(site.site / "archive", tmp_path / "scratch")
+    return site, corpus
+
+
+@pytest.fixture
+def header_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths whose header the (in-process) examiner reads, in order."""
+    reads: list[str] = []
+    real = header.read_instance
+
+    def counting(path: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr("dcmsortd.processor.read_instance", counting)
+    return reads
+
+
+def settings_for(site: Site, *extra: str) -> Settings:
+    return settings_from(build_parser().parse_args(["catch-up", *site.flags(*extra)]))
+
+
+@pytest.fixture
+def runtime(archived: tuple[Site, Corpus]) -> Iterator[Runtime]:
+    settings = settings_for(archived[0])
+    rt = open_runtime(settings, load_rules(settings.rules_path))
+    yield rt
+    rt.close()
+
+
+class CountingExaminer:
+    """The real examiner, counting its calls."""
+
+    def __init__(self, real: Examiner) -> None:
+        self.real, self.calls = real, 0
+
+    def __call__(self, arrival: Arrival, keys: frozenset[TagKey]) -> Examined:
+        self.calls += 1
+        return self.real(arrival, keys)
+
+
+def test_catch_up_after_import_reads_no_header_and_sorts_only_new_files(
+    archived: tuple[Site, Corpus], header_reads: list[str]
+) -> None:
+    site, corpus = archived
+    assert site.run("import", str(corpus.root)) == 0
+    total = len(corpus.sortable) + len(corpus.bad)
+    assert len(header_reads) == total
+    before = snapshot(site.datadir, mtimes=True)
+    header_reads.clear()
+
+    assert site.run("catch-up") == 0  # default root: the data folder itself
+    assert header_reads == []
+    assert snapshot(site.datadir, mtimes=True) == before
+    assert f"not read: {total} already handled (same size and mtime)" in site.log_text()
+
+    more = corpus.add_series(pydicom_data("MR_small.dcm"), corpus.root / "a" / "mr", uid(1),
+                             uid(1, 2), 2, first=16)
+    more += corpus.add_series(pydicom_data("CT_small.dcm"), corpus.root / "c", uid(3),
+                              uid(3, 1), 1)
+    assert site.run("catch-up") == 0
+    assert sorted(header_reads) == sorted(map(str, more))
+    mr = json.loads((site.site / "raw" / uid(1) / f"{uid(1, 2)}.json").read_text())
+    assert mr["NumFiles"] == "17"
+    assert (site.site / "raw" / uid(3) / uid(3, 1) / f"{uid(3, 1)}.1").is_symlink()
+
+
+def test_catch_up_report_shows_the_index_path_was_taken(
+    archived: tuple[Site, Corpus], runtime: Runtime
+) -> None:
+    site, corpus = archived
+    first = catch_up(runtime, [str(site.datadir)], None)
+    assert (first.known, first.examined, first.tally.counts["sorted"]) == (
+        0, len(corpus.sortable) + 2, len(corpus.sortable))
+    counting = CountingExaminer(runtime.pipeline.examiner)
+    runtime.pipeline.examiner = counting  # type: ignore[assignment]
+    second = catch_up(runtime, [str(site.datadir)], None)
+    assert (second.known, second.examined, counting.calls) == (first.walk.files, 0, 0)
+    assert second.walk.files == len(corpus.sortable) + 2  # nothing from raw/, srs/, ...
+    assert second.walk.excluded == 6  # raw participants srs .arrived temp .dcmsortd
+
+
+def test_changed_file_is_read_again(archived: tuple[Site, Corpus], runtime: Runtime) -> None:
+    site, corpus = archived
+    catch_up(runtime, [str(corpus.root)], None)
+    changed = corpus.bad[0]
+    changed.write_text("still not DICOM, but longer\n")
+    again = catch_up(runtime, [str(corpus.root)], None)
+    assert again.examined == 1 and again.tally.counts["bad"] == 1
+
+
+def test_since_filters_on_mtime(archived: tuple[Site, Corpus], header_reads: list[str]) -> None:
+    site, corpus = archived
+    now = time.time()
+    old = corpus.sortable[:10]
+    for path in corpus.sortable + corpus.bad:
+        when = now - 3 * 24 * HOUR if path in old else now
+        os.utime(path, (when, when))
+    assert site.run("catch-up", "--since", "2d") == 0
+    assert len(header_reads) == len(corpus.sortable) + 2 - 10
+    assert "10 modified earlier" in site.log_text()
+    header_reads.clear()
+    assert site.run("catch-up", "--since", "2000-01-01T00:00") == 0
+    assert sorted(header_reads) == sorted(map(str, old))
+
+
+def test_since_accepts_durations_and_iso_times() -> None:
+    now = 1_000_000.0
+    assert parse_since("3600s", now) == parse_since("1h", now) == parse_since("60m", now)
+    assert parse_since("3600", now) == now - HOUR
+    assert parse_since("7d", now) == now - 7 * 24 * HOUR == parse_since("1w", now)
+    assert parse_since("2024-05-01T12:30:00+00:00", now) == 1714566600.0
+    assert parse_since("2024-05-01", now) == parse_since("2024-05-01T00:00", now)
+
+
+def test_bad_since_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert Site(tmp_path).run("catch-up", "--since", "yesterday") == 1
+    assert "--since 'yesterday': expected an ISO date/time" in capsys.readouterr().err
+
+
+def test_an_output_folder_given_as_root_is_not_scanned(
+    archived: tuple[Site, Corpus], header_reads: list[str]
+) -> None:
+    site, corpus = archived
+    assert site.run("import", str(corpus.root)) == 0
+    header_reads.clear()
+    assert site.run("catch-up", str(site.site / "raw")) == 0
+    assert header_reads == []
+    assert "own output folder, not scanned" in site.log_text()
+
+
+def test_start_up_catch_up_without_a_heartbeat_only_hints(
+    archived: tuple[Site, Corpus], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    site, _ = archived
+    settings = settings_for(site)
+    rt = build(settings, load_rules(settings.rules_path))
+    try:
+        catch_up_at_start(rt, None)
+    finally:
+        rt.close()
+    assert rt.sorter.counts.total() == 0
+    assert "run `dcmsortd catch-up` once" in caplog.text
+
+
+@pytest.mark.parametrize(("last_alive", "window", "expected"), [
+    (-3 * HOUR, 7 * 24 * HOUR, {"1h", "2h"}),  # since the last heartbeat minus 5 minutes
+    (-30 * 24 * HOUR, 1.5 * HOUR, {"1h"}),  # but never further back than the window
+    (-30 * 24 * HOUR, 7 * 24 * HOUR, {"1h", "2h", "4h"}),
+])
+def test_start_up_catch_up_is_bounded(
+    archived: tuple[Site, Corpus], last_alive: float, window: float, expected: set[str]
+) -> None:
+    site, corpus = archived
+    now = 2_000_000_000.0
+    ages = {"1h": HOUR, "2h": 2 * HOUR, "4h": 4 * HOUR, "40d": 40 * 24 * HOUR}
+    stamped: dict[str, list[Path]] = {}
+    for n, path in enumerate(corpus.sortable + corpus.bad):
+        age = list(ages)[n % 4]
+        stamped.setdefault(age, []).append(path)
+        os.utime(path, (now - ages[age], now - ages[age]))
+    (site.base / "config.json").write_text(json.dumps(
+        {"dcmsortd": {"catch_up_window": window}}))
+    settings = settings_for(site)
+    rt = build(settings, load_rules(settings.rules_path))
+    counting = CountingExaminer(rt.pipeline.examiner)
+    rt.pipeline.examiner = counting  # type: ignore[assignment]
+    try:
+        catch_up_at_start(rt, now + last_alive, clock=lambda: now)
+    finally:
+        rt.close()
+    assert counting.calls == sum(len(stamped[age]) for age in expected)
+
+
+def test_index_is_committed_only_once_records_are_written(
+    archived: tuple[Site, Corpus], runtime: Runtime
+) -> None:
+    site, corpus = archived
+    first, second = corpus.sortable[0], corpus.sortable[1]  # one series
+    reader = ProcessedIndex(str(site.site / ".dcmsortd" / "processed.sqlite"))
+    try:
+        runtime.pipeline.feed(Arrival("unknown", "unknown", "unknown", str(first)))
+        runtime.flush()  # the new record is due at once: written, then the index committed
+        assert set(reader.snapshot()) == {str(first)}
+        runtime.pipeline.feed(Arrival("unknown", "unknown", "unknown", str(second)))
+        runtime.flush()  # not due yet: the record waits, so must the index
+        assert runtime.store.dirty()
+        assert set(reader.snapshot()) == {str(first)}
+        runtime.flush(everything=True)
+        assert set(reader.snapshot()) == {str(first), str(second)}
+    finally:
+        reader.close()
+
+
+def test_daemon_catches_up_at_start_on_files_missed_while_it_was_down(tmp_path: Path) -> None:
+    site = DaemonSite(tmp_path)
+    early = site.archive / "early.dcm"
+    early.write_bytes(pydicom_data("MR_small.dcm").read_bytes())
+    proc = site.start_run()
+    try:
+        wait_for(lambda: "dcmsortd catch-up` once" in site.log_file.read_text(), 15, "the hint")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert "run `dcmsortd catch-up` once" in out  # first run: no scan, a hint
+    assert not (site.site / "raw").exists() or not any((site.site / "raw").iterdir())
+
+    missed = site.archive / "missed.dcm"  # received while the daemon was down
+    missed.write_bytes(pydicom_data("CT_small.dcm").read_bytes())
+    hour_ago = time.time() - HOUR
+    os.utime(early, (hour_ago, hour_ago))  # before the last run: left to `catch-up`
+    proc = site.start_run()
+    try:
+        links = wait_for(lambda: list((site.site / "raw").glob("*/*/*")), 15, "a link")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert [os.readlink(p) for p in links] == [str(missed)]
+    assert "start-up catch-up of" in out

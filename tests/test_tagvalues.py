@@ -1,0 +1,135 @@
+"""values_from_dataset: plain, picklable snapshots of the tags the rules read; never raises."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+
+from dcmsortd.tagvalues import values_from_dataset
+from realfiles import nibabel_data, pydicom_data
+
+
+def dataset() -> Dataset:
+    ds = Dataset()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+    ds.Manufacturer = "SIEMENS"
+    ds.EchoTime = "2.460"
+    ds.InstanceNumber = "0007"
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "0.99", "0.1"]
+    ds.AcquisitionMatrix = [0, 256, 256, 0]
+    ds.Rows = 256
+    ds.PatientName = "Doe^Jane"
+    ds.StudyDescription = ""
+    ds.add_new(0x00191000, "FL", 1.5)
+    ds.add_new(0x00290010, "LO", "SIEMENS CSA HEADER")
+    ds.add_new(0x00291010, "OB", b"SV10\x04\x03\x02\x01\x00\xff")
+    ds.add_new(0x00431028, "OB", b"CT01 text  \x00")
+    item = Dataset()
+    item.add_new(0x00189112, "SQ", Sequence([Dataset()]))
+    item[0x00189112].value[0].add_new(0x00180091, "IS", "128")
+    item.EchoTime = "30"
+    ds.add_new(0x52009229, "SQ", Sequence([item]))
+    ds.add_new(0x00081140, "SQ", Sequence([]))
+    return ds
+
+
+def test_keywords_and_elements() -> None:
+    got = values_from_dataset(dataset(), ["ImageType", "Manufacturer", "EchoTime", "Rows",
+                                          (8, 0x70), (8, 8), (0x18, 0x1310), "InstanceNumber"])
+    assert got == {
+        "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"],
+        "Manufacturer": "SIEMENS",
+        "EchoTime": "2.460",  # DS keeps its text, as in the series record
+        "Rows": 256,
+        (8, 0x70): "SIEMENS",
+        (8, 8): ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"],
+        (0x18, 0x1310): [0, 256, 256, 0],
+        "InstanceNumber": "0007",
+    }
+
+
+def test_absent_and_non_dicom_names_are_left_out() -> None:
+    got = values_from_dataset(dataset(), ["SliceThickness", "ClassifyType", "NotAKeyword",
+                                          (0x18, 0x50), (0x7777, 0x1000)])
+    assert got == {}
+
+
+def test_items_of_multi_valued_elements() -> None:
+    got = values_from_dataset(dataset(), [(0x20, 0x37, 1), (0x20, 0x37, 4), (0x20, 0x37, 6),
+                                          (8, 0x70, 0), (8, 0x70, 1), (0x5200, 0x9229, 0)])
+    assert got == {(0x20, 0x37, 1): "0", (0x20, 0x37, 4): "0.99", (8, 0x70, 0): "SIEMENS"}
+
+
+def test_elements_inside_sequences() -> None:
+    ds = dataset()
+    got = values_from_dataset(ds, [
+        (0x5200, 0x9229, 0x18, 0x81),
+        (0x5200, 0x9229, 0x18, 0x9112, 0x18, 0x91),
+        (0x5200, 0x9229, 0x18, 0x9999),
+        (0x0008, 0x1140, 0x18, 0x81),  # empty sequence
+        (0x0008, 0x0070, 0x18, 0x81),  # not a sequence
+    ])
+    assert got == {(0x5200, 0x9229, 0x18, 0x81): "30",
+                   (0x5200, 0x9229, 0x18, 0x9112, 0x18, 0x91): "128"}
+
+
+def test_odd_values_get_plain_representations() -> None:
+    got = values_from_dataset(dataset(), ["PatientName", "StudyDescription", (0x19, 0x1000),
+                                          (0x29, 0x1010), (0x43, 0x1028), (0x5200, 0x9229),
+                                          (0x8, 0x1140)])
+    assert got == {
+        "PatientName": "Doe^Jane",
+        "StudyDescription": "",
+        (0x19, 0x1000): 1.5,
+        (0x29, 0x1010): str(b"SV10\x04\x03\x02\x01\x00\xff"),  # binary: str() of the bytes
+        (0x43, 0x1028): "CT01 text",  # printable bytes: their text, padding removed
+        (0x5200, 0x9229): 1,  # a sequence: its number of items
+        (0x8, 0x1140): 0,
+    }
+
+
+def test_unreadable_elements_are_absent_not_errors() -> None:
+    ds = dataset()
+    ds[0x00280010] = RawDataElement(Tag(0x00280010), "US", 3, b"\x01\x02\x03", 0, True, True)
+    got = values_from_dataset(ds, ["Rows", (0x28, 0x10), "Manufacturer"])
+    assert got == {"Manufacturer": "SIEMENS"}
+
+
+@pytest.mark.parametrize("ds", [None, 42, "text", Dataset()])
+def test_never_raises_on_odd_input(ds: Any) -> None:
+    assert values_from_dataset(ds, ["Manufacturer", (8, 8), (8, 8, 0), (8, 8, 8, 8)]) == {}
+
+
+def test_snapshot_is_plain_and_picklable() -> None:
+    ds = dataset()
+    keys: list[Any] = ["ImageType", "EchoTime", (0x29, 0x1010), (0x5200, 0x9229, 0x18, 0x81),
+            (0x18, 0x1310), "PatientName"]
+    got = values_from_dataset(ds, keys)
+    assert pickle.loads(pickle.dumps(got)) == got
+    for value in got.values():
+        items = value if isinstance(value, list) else [value]
+        assert all(type(item) in (str, int, float) for item in items)
+
+
+def test_pydicom_ct_private_ge_elements() -> None:
+    ds = pydicom.dcmread(pydicom_data("CT_small.dcm"), stop_before_pixels=True)
+    got = values_from_dataset(ds, [(0x43, 0x1012), (0x43, 0x1018), (0x9, 0x1001), (0x10, 0x1002),
+                                   (0x19, 0x1002)])
+    assert got == {(0x43, 0x1012): [14, 2, 3], (0x43, 0x1018): ["0.085000", "1.102000", "0.095000"],
+                   (0x9, 0x1001): "GE_GENESIS_FF", (0x10, 0x1002): 2, (0x19, 0x1002): 912}
+
+
+def test_nibabel_siemens_private_elements(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(nibabel_data("siemens_dwi_1000.dcm.gz", tmp_path), stop_before_pixels=True)
+    got = values_from_dataset(ds, [(0x19, 0x100A), (0x19, 0x100C), (0x29, 0x1010)])
+    assert got[(0x19, 0x100A)] == 48
+    assert got[(0x19, 0x100C)] == "1000"
+    assert isinstance(got[(0x29, 0x1010)], str) and got[(0x29, 0x1010)].startswith("b'SV10")
