@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import logging.handlers
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -76,8 +75,16 @@ def _sort_options(p: argparse.ArgumentParser) -> None:
                    help="permissions of the named pipe (octal, default 620)")
     g.add_argument("--input-root", dest="input_roots", action="append", default=None,
                    help="folder received files must lie in (repeatable; default: datadir)")
+    g.add_argument("--catch-up", dest="catch_up", action="store_const", const=True,
+                   default=None, help="scan the input roots for missed files at start (default)")
     g.add_argument("--no-catch-up", dest="catch_up", action="store_const", const=False,
                    default=None, help="do not scan the input roots for missed files at start")
+    g.add_argument("--catch-up-window", dest="catch_up_window", type=float, default=None,
+                   metavar="SECONDS", help="how far back the start-up scan looks at most "
+                   "(default 604800, a week)")
+    g.add_argument("--flush-interval", dest="flush_interval", type=float, default=None,
+                   metavar="SECONDS", help="seconds between writes of a streaming series' "
+                   "record (default 0.5, at most 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,8 +139,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def setup_logging(settings: Settings, to_stderr: bool, to_file: bool = True) -> None:
+    import logging.handlers
+
     root = logging.getLogger()
-    root.handlers.clear()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
     root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
     formatter = logging.Formatter(LOG_FORMAT)
     if to_file:
@@ -168,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dcmsortd: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except DcmsortdError as exc:
+        print(f"dcmsortd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # e.g. the log folder cannot be created
         print(f"dcmsortd: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

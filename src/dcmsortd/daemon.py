@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from .config import Settings
 from .errors import RulesError
@@ -20,6 +21,13 @@ from .runtime import Runtime, build, last_alive
 from .spool import Spool
 
 log = logging.getLogger(__name__)
+
+class CatchUp(Protocol):
+    """The start-up scan (``bulk.catch_up_at_start``)."""
+
+    def __call__(self, runtime: Runtime, since: float | None, *,
+                 stop: Callable[[], bool]) -> None: ...
+
 
 CHECK_EVERY = 0.1  # seconds between checks for due records while lines stream in
 SPOOL_CHUNK = 500
@@ -117,7 +125,7 @@ def _install_signals(control: Control) -> None:
 
 
 def serve(settings: Settings, ready: Callable[[], None] | None = None,
-          catch_up: Callable[[Runtime, float | None], None] | None = None) -> int:
+          catch_up: CatchUp | None = None) -> int:
     """Run the daemon in this process until SIGTERM/SIGINT. Returns the exit code."""
     rules = load_rules(settings.rules_path)  # invalid rules: RulesError, refuse to start
     control = Control()
@@ -135,7 +143,7 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None,
 
 def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
            ready: Callable[[], None] | None,
-           catch_up: Callable[[Runtime, float | None], None] | None) -> int:
+           catch_up: CatchUp | None) -> int:
     from .rules import RuleSet
 
     assert isinstance(rules, RuleSet)
@@ -154,7 +162,7 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
         if drained:
             log.info("%s: sorted %d spooled notification(s)", settings.spool_dir, drained)
         if catch_up is not None and settings.catch_up and not control.stop:
-            catch_up(runtime, since)
+            catch_up(runtime, since, stop=lambda: control.stop)
         run_loop(reader, runtime, control, on_idle=lambda: _drain_quietly(runtime, spool))
     finally:
         _remove_fifo(settings.pipe)  # new notifications go to the spool from now on

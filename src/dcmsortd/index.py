@@ -58,6 +58,8 @@ class ProcessedIndex:
         cur = self._db.execute("SELECT path, size, mtime_ns FROM files")
         return {row[0]: (row[1], row[2]) for row in cur}
 
-    def close(self) -> None:
-        self.commit()
+    def close(self, commit: bool = True) -> None:
+        if commit:
+            self.commit()
+        self._pending.clear()
         self._db.close()

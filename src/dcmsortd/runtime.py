@@ -70,7 +70,8 @@ class Runtime:
     def close(self) -> None:
         self.pipeline.close()
         self.flush(everything=True)
-        self.index.close()
+        # rows of files whose record could not be written are dropped, so catch-up retries them
+        self.index.close(commit=not self.store.dirty())
 
 
 def heartbeat_path(settings: Settings) -> str:
