@@ -25,6 +25,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.uid import UID
 
 SHARED_DICOM_ENV = "DCMSORTD_SHARED_DICOM"
 _DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "dicom"
@@ -96,7 +97,7 @@ def restamp(
             if value is not None:
                 setattr(ds, keyword, value)
         if sop_uid is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
-            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
         for keyword, value in overrides.items():
             if value is None:
                 if keyword in ds:

@@ -85,20 +85,21 @@ def test_creator_without_element_and_empty_element_give_none() -> None:
 
 
 def test_corrupt_header_raises_csa_error() -> None:
-    with pytest.raises(csa.CsaError, match="corrupt CSA header"):
+    with pytest.raises(csa.CsaError, match="^corrupt: CSAReadError"):
         csa.header(_siemens_block(image=b"SV10\x04\x03\x02\x01" + b"\xff" * 40), "image")
 
 
 def test_text_element_instead_of_binary_raises_csa_error() -> None:
-    with pytest.raises(csa.CsaError, match="not binary"):
+    with pytest.raises(csa.CsaError, match="^not binary data but str$"):
         csa.raw_header(_siemens_block(series="some text", vr="LO"), "series")
 
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(1000, "1000"), (1000.0, "1000"), (-0.0, "0"), (0.70710678, "0.70710678"), ("A", "A")],
+    [(1000, "1000"), (1000.0, "1000.00000000"), (-0.0, "-0.00000000"),
+     (0.70710678, "0.70710678"), (1.0, "1.00000000"), ("A", "A")],
 )
-def test_text_renders_integral_numbers_without_fraction(value: csa.CsaValue, text: str) -> None:
+def test_text_renders_items_as_the_csa_text_holds_them(value: csa.CsaValue, text: str) -> None:
     assert csa.text(value) == text
 
 

@@ -22,7 +22,14 @@ from dcmsortd.header import (
     protocol_fields,
     read_instance,
 )
-from realfiles import nibabel_data, pydicom_data, restamp, shared_dicom
+from realfiles import (
+    SHARED_DICOM_ENV,
+    nibabel_data,
+    pydicom_data,
+    restamp,
+    shared_dicom,
+    shared_dir,
+)
 
 CONTRACT_KEYS = {key for key, _ in RECORD_TAGS} | {
     "StudyInstanceUID",
@@ -288,7 +295,7 @@ def test_corrupt_csa_is_logged_and_the_image_still_read(caplog: pytest.LogCaptur
         inst = instance_from_dataset(ds, "/in/x.dcm")
     assert "PhaseEncodingDirectionPositive" not in inst.fields
     assert inst.fields["SeriesDescription"] == "RESTING_STATE_Yerkes"
-    assert "/in/x.dcm: CSA image header ignored: corrupt CSA header" in caplog.text
+    assert "/in/x.dcm: CSA image header ignored: corrupt: CSAReadError" in caplog.text
 
 
 def test_non_conformant_values_are_read_without_warnings() -> None:
@@ -309,3 +316,26 @@ def test_pydicom_reader_warnings_are_logged_not_raised(
         inst = read_instance(str(path))
     assert inst.modality == "MR"
     assert f"{path}: Expected explicit VR, but found implicit VR" in caplog.text
+
+
+def test_restamped_copies_form_one_series_parsed_once(tmp_path: Path) -> None:
+    src = nibabel_data("siemens_dwi_1000.dcm.gz", tmp_path)
+    cache = SeriesCache()
+    paths = [
+        restamp(src, tmp_path / f"{n}.dcm", "1.2.3", "1.2.3.4", f"1.2.3.4.{n}") for n in range(3)
+    ]
+    instances = [read_instance(str(path), cache=cache) for path in paths]
+    assert {i.series_uid for i in instances} == {"1.2.3.4"}
+    assert [i.diffusion.sop_uid for i in instances if i.diffusion] == [
+        "1.2.3.4.0",
+        "1.2.3.4.1",
+        "1.2.3.4.2",
+    ]
+    assert (cache.misses, cache.hits) == (1, 2)
+
+
+def test_shared_folder_can_be_moved_by_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SHARED_DICOM_ENV, str(tmp_path))
+    assert shared_dir() == tmp_path

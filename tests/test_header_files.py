@@ -25,7 +25,7 @@ def _write(path: Path, data: bytes) -> str:
 
 def _meta_end(data: bytes) -> int:
     """Offset of the first byte after the file meta group of a standard file."""
-    (group_length,) = struct.unpack("<I", data[140:144])  # (0002,0000) UL, explicit VR
+    group_length: int = struct.unpack("<I", data[140:144])[0]  # (0002,0000) UL, explicit VR
     return 144 + group_length
 
 

@@ -123,9 +123,7 @@ _NUMBER = st.text(alphabet=string.digits + ".-x", min_size=1, max_size=12)
     st.dictionaries(_NAME, st.tuples(st.booleans(), st.one_of(_WORD, _NUMBER)), max_size=20),
     st.sampled_from(["{name:<40} = {value}", "{name}\t = \t{value}", "{name}={value}   # note"]),
 )
-def test_written_protocols_read_back(
-    entries: dict[str, tuple[bool, str]], layout: str
-) -> None:
+def test_written_protocols_read_back(entries: dict[str, tuple[bool, str]], layout: str) -> None:
     lines = []
     for name, (quoted, value) in entries.items():
         text = f'""{value}""' if quoted else value.strip() or "0"

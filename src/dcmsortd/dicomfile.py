@@ -46,15 +46,18 @@ _ROWS = 0x00280010
 def read_dataset(path: str) -> Dataset:
     """Read the header of the DICOM file at ``path`` (no pixel data); raise HeaderError."""
     with _open_regular(path) as fp:
-        size = os.fstat(fp.fileno()).st_size
-        if size == 0:
-            raise HeaderError("empty file")
-        force = _needs_force(fp, size)
-        ds = _parse(fp, force)
         try:
-            _check_complete(ds, fp, size)
-        except (OSError, struct.error) as exc:
-            raise HeaderError(f"unreadable: {exc}") from exc
+            return _read_open(fp)
+        except OSError as exc:  # an I/O error while reading
+            raise HeaderError(f"unreadable: {exc.strerror or exc}") from exc
+
+
+def _read_open(fp: BinaryIO) -> Dataset:
+    size = os.fstat(fp.fileno()).st_size
+    if size == 0:
+        raise HeaderError("empty file")
+    ds = _parse(fp, _needs_force(fp, size))
+    _check_complete(ds, fp, size)
     return ds
 
 
@@ -71,7 +74,9 @@ def _open_regular(path: str) -> BinaryIO:
         raise HeaderError("is a directory, not a file") from exc
     except PermissionError as exc:
         raise HeaderError("unreadable: permission denied") from exc
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise HeaderError(f"unreadable: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL in the path
         raise HeaderError(f"unreadable: {exc}") from exc
     if not stat.S_ISREG(os.fstat(fp.fileno()).st_mode):
         fp.close()

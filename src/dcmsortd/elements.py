@@ -17,10 +17,11 @@ import logging
 from io import BytesIO
 from typing import Any
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_sequence_item
 from pydicom.sequence import Sequence
+from pydicom.valuerep import AMBIGUOUS_VR
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,17 @@ _ITEM_LE, _ITEM_BE = b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00"  # (FFFE,E000)
 
 def element_text(ds: Dataset, tag: int) -> str | None:
     """The element's value as record text (see the module notes), None when absent."""
-    if tag not in ds:
-        return None
     try:
-        return render(ds[tag].value)
+        elem = ds.get_item(tag)
+        if elem is None:
+            return None
+        if isinstance(elem, RawDataElement):
+            # convert without storing back: ``ds[tag]`` does the same conversion, then
+            # looks the element up three more times (half the cost of a record's values)
+            elem = convert_raw_data_element(elem, encoding=ds.original_character_set, ds=ds)
+            if elem.VR in AMBIGUOUS_VR:
+                elem = ds[tag]  # pydicom resolves "US or SS" and the like from the dataset
+        return render(elem.value)
     except Exception as exc:  # pydicom's conversion of untrusted bytes can raise anything
         logger.debug("element (%04X,%04X) not decodable: %r", tag >> 16, tag & 0xFFFF, exc)
         return None

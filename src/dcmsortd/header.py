@@ -204,7 +204,12 @@ def record_fields(ds: Dataset) -> dict[str, str]:
 
 
 def protocol_fields(prot: Mapping[str, str]) -> dict[str, str]:
-    """Series-record fields from a parsed Siemens protocol (see :mod:`dcmsortd.protocol`)."""
+    """Series-record fields from a parsed Siemens protocol (see :mod:`dcmsortd.protocol`).
+
+    siemensUUID is ``sWipMemBlock.tFree`` (VB versions spell it ``sWiPMemBlock``); MeasID
+    is ``lSequenceID``, else the first name ending in ``SequenceID``; OSLevel is ``X`` of a
+    ``tMeasuredBaselineString`` of the form ``N4_X_...`` (VB17 has none: no OSLevel).
+    """
     out = {}
     uuid = prot.get("sWipMemBlock.tFree", prot.get("sWiPMemBlock.tFree"))
     if uuid is not None:
