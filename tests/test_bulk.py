@@ -16,7 +16,10 @@ import pytest
 from bulkcorpus import Corpus, Site, build_corpus, restore_logging, snapshot, uid
 from daemonproc import wait_for
 from dcmsortd.index import ProcessedIndex
+from dcmsortd.notice import Arrival
+from dcmsortd.processor import Examined
 from dcmsortd.progress import Progress, duration
+from dcmsortd.tally import Tally, reason
 from realfiles import nibabel_data, pydicom_data, shared_dicom
 
 __all__ = ["restore_logging"]
@@ -254,3 +257,19 @@ def test_progress_draws_a_bar_on_a_terminal() -> None:
 def test_duration_is_readable() -> None:
     assert [duration(s) for s in (0.04, 42, 185, 7620)] == [
         "0.0 s", "42 s", "3 min 05 s", "2 h 07 min"]
+
+
+def test_summary_groups_reasons_and_stays_short() -> None:
+    tally = Tally()
+    for n in range(12):
+        for _ in range(n + 1):
+            tally.add("bad", f"/in/{n}", f"reason {n:02d}", f"reason {n:02d}: detail")
+    failure = "cannot write the output: [Errno 28] No space left on device: '/data/site/x'"
+    examined = Examined(Arrival("unknown", "unknown", "unknown", "/in/f"), None, None)
+    tally.add("failed", "/in/f", *reason(examined, "failed", failure))
+    lines = tally.lines()
+    assert lines[:3] == ["sorted: 0", "skipped: 78",
+                         "        12  bad: reason 11  (e.g. /in/11: reason 11: detail)"]
+    assert "         3  for 2 other reason(s), see the log" in lines
+    assert lines[-2:] == ["failed: 1", "         1  cannot write the output: [Errno 28] No space "
+                          f"left on device  (e.g. /in/f: {failure})"]

@@ -27,7 +27,7 @@ from dcmsortd.notice import Arrival
 from dcmsortd.processor import Examined, Examiner
 from dcmsortd.rules import load_rules
 from dcmsortd.runtime import Runtime, build
-from dcmsortd.walk import parse_since
+from dcmsortd.walk import WalkStats, distinct_tops, output_folders, parse_since, walk
 from realfiles import pydicom_data
 
 __all__ = ["restore_logging"]
@@ -260,3 +260,40 @@ def test_daemon_catches_up_at_start_on_files_missed_while_it_was_down(tmp_path: 
         out = proc.communicate(timeout=30)[0]
     assert [os.readlink(p) for p in links] == [str(missed)]
     assert "start-up catch-up of" in out
+
+
+def test_a_stopped_catch_up_leaves_the_rest_to_the_next(
+    archived: tuple[Site, Corpus], runtime: Runtime
+) -> None:
+    site, corpus = archived
+    total = len(corpus.sortable) + len(corpus.bad)
+    first = catch_up(runtime, [str(corpus.root)], None,
+                     stop=lambda: runtime.sorter.counts.total() >= 5)
+    assert first.examined == 5
+    second = catch_up(runtime, [str(corpus.root)], None)
+    assert (second.known, second.examined) == (5, total - 5)
+
+
+def test_walk_is_sorted_never_follows_links_and_skips_output_folders(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    for rel in ("b/2", "a/1", "a/z/3", "a.txt", "c", "site/raw/x", "site/archive/4"):
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_text(rel)
+    (top / "a" / "dirlink").symlink_to(top / "b")
+    (top / "a" / "filelink").symlink_to(top / "c")
+    os.mkfifo(top / "fifo")
+    (tmp_path / "toplink").symlink_to(top)
+    stats = WalkStats()
+    found = list(walk([str(tmp_path / "toplink"), str(tmp_path / "toplink" / "a")],
+                      output_folders(str(tmp_path / "toplink" / "site")), stats))
+    rel = [os.path.relpath(e.path, tmp_path / "toplink") for e in found]
+    assert rel == ["a/1", "a/z/3", "a.txt", "b/2", "c", "site/archive/4"]
+    assert all(e.size == len(r) and e.mtime_ns > 0 for e, r in zip(found, rel, strict=True))
+    assert (stats.files, stats.symlinks, stats.others, stats.excluded) == (6, 2, 1, 1)
+    assert [e.path for e in walk([str(top / "nowhere")], stats=stats)] == []
+    assert stats.errors == [(str(top / "nowhere"), "cannot scan: No such file or directory")]
+
+
+def test_distinct_tops_drops_repeats_and_nested_paths(tmp_path: Path) -> None:
+    a, b = str(tmp_path / "a"), str(tmp_path / "ab")
+    assert distinct_tops([a, f"{a}/x", b, a, f"{b}/"]) == [a, b]

@@ -86,17 +86,21 @@ class Report:
 
 def sort_files(
     runtime: Runtime, files: Iterable[FileEntry], total: int, label: str, terminal: bool,
-    clock: Callable[[], float] = time.monotonic,
+    stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
 ) -> Tally:
     """Feed ``files`` (``total`` of them) through the runtime's pipeline, in order.
 
-    Everything is on disk on return. Due records are written as the daemon writes them.
+    Everything fed is on disk on return. Due records are written as the daemon writes
+    them. ``stop()`` true ends the run early (the daemon was asked to stop).
     """
     tally = Tally()
     with Progress(label, total, terminal, clock=clock) as progress, \
             tallying(runtime, tally, progress.advance):
         flushed = committed = clock()
         for entry in files:
+            if stop():
+                log.warning("%s: interrupted after %d of %d file(s)", label, tally.done, total)
+                break
             runtime.pipeline.feed(arrival(entry.path))
             now = clock()
             if now - flushed >= FLUSH_EVERY:
@@ -133,9 +137,12 @@ def import_paths(runtime: Runtime, paths: Sequence[str], terminal: bool = False)
 
 def catch_up(
     runtime: Runtime, roots: Sequence[str], since: float | None, terminal: bool = False,
-    label: str = "catch-up",
+    label: str = "catch-up", stop: Callable[[], bool] = lambda: False,
 ) -> Report:
-    """Sort the files under ``roots`` (modified since ``since``) the index does not hold."""
+    """Sort the files under ``roots`` (modified since ``since``) the index does not hold.
+
+    ``stop()`` true ends the run early; what was not sorted is found by the next one.
+    """
     started = time.monotonic()
     report = Report(label, distinct_tops(roots), since=since)
     known = runtime.index.snapshot()
@@ -151,9 +158,9 @@ def catch_up(
         return True
 
     skip = output_folders(runtime.settings.site)
-    files = collect(report.roots, skip, report.walk, terminal, keep)
+    files = collect(report.roots, skip, report.walk, terminal, keep, stop)
     known.clear()  # the walk is done: free the memory
-    report.tally = sort_files(runtime, files, len(files), label, terminal)
+    report.tally = sort_files(runtime, files, len(files), label, terminal, stop)
     report.seconds = time.monotonic() - started
     return report
 
@@ -195,9 +202,15 @@ def catch_up_command(settings: Settings, roots: list[str], since: str | None) ->
 
 
 def catch_up_at_start(
-    runtime: Runtime, since: float | None, clock: Callable[[], float] = time.time
+    runtime: Runtime, since: float | None, clock: Callable[[], float] = time.time,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """The daemon's start-up scan: files modified since it was last alive (bounded)."""
+    """The daemon's start-up scan: files modified since it was last alive (bounded).
+
+    ``since`` is the daemon's last heartbeat (None: never ran, then only a hint is logged);
+    the scan starts :data:`START_MARGIN` before it, but never more than the setting
+    ``catch_up_window`` ago. ``stop()`` true (SIGTERM) ends it early.
+    """
     settings = runtime.settings
     if since is None:
         log.info("no earlier run recorded (%s): not scanning the input roots for missed "
@@ -205,6 +218,6 @@ def catch_up_at_start(
                  heartbeat_path(settings))
         return
     floor = max(since - START_MARGIN, clock() - settings.catch_up_window)
-    report = catch_up(runtime, settings.roots(), floor, label="start-up catch-up")
+    report = catch_up(runtime, settings.roots(), floor, label="start-up catch-up", stop=stop)
     for line in report.lines():
         log.info("%s", line)

@@ -188,11 +188,17 @@ def arrival(path: str) -> Arrival:
 def collect(
     paths: Iterable[str], skip: frozenset[str], stats: WalkStats, terminal: bool,
     keep: Callable[[FileEntry], bool] = lambda _: True,
+    stop: Callable[[], bool] = lambda: False,
 ) -> list[FileEntry]:
-    """Walk ``paths`` (showing progress) and return the files ``keep`` accepts, in order."""
+    """Walk ``paths`` (showing progress) and return the files ``keep`` accepts, in order.
+
+    ``stop()`` true ends the walk early.
+    """
     chosen = []
     with Progress("scanning", None, terminal) as progress:
         for entry in walk(paths, skip, stats):
+            if stop():
+                break
             if keep(entry):
                 chosen.append(entry)
             progress.advance()
