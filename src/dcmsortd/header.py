@@ -89,6 +89,12 @@ RECORD_TAGS: tuple[tuple[str, int], ...] = (
     ("Private0021_104F", 0x0021104F),
     ("Private0043_1039", 0x00431039),
 )
+# What later images of a series still need: the record takes the rest from the first image.
+PER_IMAGE_KEYS = frozenset(
+    {"Modality", "PatientID", "StudyDate", "StudyTime", "Manufacturer", "InstanceNumber",
+     "SliceLocation"}
+)
+_PER_IMAGE_TAGS = tuple((k, t) for k, t in RECORD_TAGS if k in PER_IMAGE_KEYS)
 UID_TAGS: tuple[tuple[str, int], ...] = (
     ("StudyInstanceUID", 0x0020000D),
     ("SeriesInstanceUID", 0x0020000E),
@@ -114,6 +120,17 @@ class SeriesCache:
         self.hits = 0
         self.misses = 0
         self._data: OrderedDict[SeriesKey, Mapping[str, str]] = OrderedDict()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, series_uid: str) -> bool:
+        """True the first time (in this process, lately) an image of the series is read."""
+        if series_uid in self._seen:
+            self._seen.move_to_end(series_uid)
+            return False
+        self._seen[series_uid] = None
+        while len(self._seen) > self.maxsize * 16:
+            self._seen.popitem(last=False)
+        return True
 
     def __len__(self) -> int:
         return len(self._data)
@@ -135,13 +152,16 @@ class SeriesCache:
 
 
 def read_instance(
-    path: str, rule_keys: frozenset[TagKey] = frozenset(), cache: SeriesCache | None = None
+    path: str,
+    rule_keys: frozenset[TagKey] = frozenset(),
+    cache: SeriesCache | None = None,
+    full: bool = False,
 ) -> Instance:
     """Read the header of the file at ``path`` into an Instance; raise HeaderError."""
     try:
         with _lenient(path):
             ds = read_dataset(path)
-            return instance_from_dataset(ds, path, rule_keys, cache)
+            return instance_from_dataset(ds, path, rule_keys, cache, full)
     except HeaderError:
         raise
     except Exception as exc:  # the contract: any file content gives HeaderError, nothing else
@@ -153,11 +173,19 @@ def instance_from_dataset(
     path: str,
     rule_keys: frozenset[TagKey] = frozenset(),
     cache: SeriesCache | None = None,
+    full: bool = False,
 ) -> Instance:
-    """Extract an Instance from a dataset read without pixel data; raise HeaderError."""
+    """Extract an Instance from a dataset read without pixel data; raise HeaderError.
+
+    With a ``cache``, only the first image of a series seen by this process gets every
+    record field; later ones get the fields that change per image (``PER_IMAGE_KEYS``) and
+    are marked ``complete=False`` (the series record keeps the first image's values).
+    ``full`` asks for every field regardless.
+    """
     with _lenient(path):
         study_uid, series_uid, sop_uid = (_uid(ds, tag, name) for name, tag in UID_TAGS)
-        fields = record_fields(ds)
+        complete = full or cache is None or cache.first_time(series_uid)
+        fields = record_fields(ds) if complete else _per_image_fields(ds)
         fields.update({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid})
         image_csa = _csa_header(ds, "image", path)
         fields.update(_image_csa_fields(image_csa))
@@ -177,7 +205,18 @@ def instance_from_dataset(
             diffusion=diffusion_entry(image_csa, sop_uid, fields.get("InstanceNumber", "")),
             sr=sr_entry(ds, sop_uid, study_uid) if modality == "SR" else None,
             rule_values=_rule_values(ds, rule_keys),
+            complete=complete,
         )
+
+
+def _per_image_fields(ds: Dataset) -> dict[str, str]:
+    """The fields a later image of a known series contributes (see ``PER_IMAGE_KEYS``)."""
+    fields = {}
+    for key, tag in _PER_IMAGE_TAGS:
+        value = element_text(ds, tag)
+        if value is not None:
+            fields[key] = value
+    return fields
 
 
 def record_fields(ds: Dataset) -> dict[str, str]:

@@ -70,3 +70,6 @@ class Instance:
     sr: SrEntry | None = None
     # Values of the tags the rules reference and the record does not hold (absent = missing).
     rule_values: Mapping[TagKey, RuleValue] = field(default_factory=dict)
+    # False: a later image of a series this process had read before; ``fields`` then holds
+    # only what changes per image (the record keeps the first image's values).
+    complete: bool = True

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DcmsortdError, HeaderError, RejectedInput
+from .failed import FailedList
 from .header import SeriesCache, read_instance
 from .index import ProcessedIndex
 from .instance import Instance, TagKey
 from .notice import Arrival
-from .store import Store
+from .store import IncompleteHeader, Store
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Sorter:
     other_modalities: str = "ignore"
     roots: tuple[str, ...] = ()
     index: ProcessedIndex | None = None
-    failed_log: str | None = None
+    failed_list: FailedList | None = None
     counts: Counter[str] = field(default_factory=Counter)
 
     def handle(self, ex: Examined) -> str:
@@ -99,11 +99,22 @@ class Sorter:
         if self.modalities is not None and inst.modality.upper() not in self.modalities:
             return self._other_modality(path, inst.modality)
         try:
-            self.store.file(inst, ex.arrival)
+            self._file(inst, ex.arrival)
+        except HeaderError as exc:
+            log.error("%s: %s", path, exc)
+            return "bad"
         except OSError as exc:
             self.report_failure(path, f"cannot write the output: {exc}")
             return "failed"
         return "sorted"
+
+    def _file(self, inst: Instance, arrival: Arrival) -> None:
+        try:
+            self.store.file(inst, arrival)
+        except IncompleteHeader:
+            # a series this process read before, but whose record is gone: read it in full
+            keys = self.store.rules.tag_keys()  # type: ignore[attr-defined]
+            self.store.file(read_instance(inst.path, keys, full=True), arrival)
 
     def _other_modality(self, path: str, modality: str) -> str:
         shown = modality or "(none)"
@@ -124,12 +135,5 @@ class Sorter:
     def report_failure(self, path: str, reason: str) -> None:
         """Log a file that could not be filed, and list it for an operator to re-send."""
         log.error("%s: FAILED %s", path, reason)
-        if self.failed_log is None:
-            return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        line = f"{stamp}\t{path}\t{reason}".replace("\n", " ") + "\n"
-        try:
-            with open(self.failed_log, "a", encoding="utf-8") as fh:
-                fh.write(line)
-        except OSError as exc:
-            log.error("%s: cannot append to the failed list: %s", self.failed_log, exc.strerror)
+        if self.failed_list is not None:
+            self.failed_list.add(path, reason)

@@ -38,6 +38,10 @@ def _signature(path: str) -> Signature:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+class IncompleteHeader(Exception):
+    """A series must be started from an Instance with every field (read it again, in full)."""
+
+
 @dataclass
 class _Open:
     """An open series (or SR listing): its state, where it goes, and when it was written."""
@@ -95,6 +99,7 @@ class Store:
     def file(self, inst: Instance, arrival: Arrival) -> Filed:
         """Link one image into every tree and fold it into its series record."""
         where = plan(self.site, inst, arrival)
+        entry = self._open_series(where, inst, arrival)
         self._folders.ensure(where.series_dir)
         new_link = fsio.link(arrival.path, where.link)
         if where.participant_link is not None and where.participant_dir is not None:
@@ -103,7 +108,6 @@ class Store:
             self._folders.ensure(where.sr_dir)
             fsio.link(arrival.path, where.sr_link)
             self._add_sr(where, inst)
-        entry = self._open_series(where, inst, arrival)
         changed = apply_instance(entry.state, inst, self.rules)
         if changed or new_link:  # NumFiles counts the links: a new one changes the record
             entry.dirty = True
@@ -142,7 +146,11 @@ class Store:
         entry = self._series.get(where.record)
         if entry is None:
             state_path = self._state_path(where)
-            state = self._load_series(state_path, where.record) or new_state(inst, arrival)
+            state = self._load_series(state_path, where.record)
+            if state is None:
+                if not inst.complete:
+                    raise IncompleteHeader(inst.path)
+                state = new_state(inst, arrival)
             entry = _Open(
                 record_path=where.record, state_path=state_path, series_dir=where.series_dir,
                 state=state, disk=_signature(state_path), lock_key=where.record,

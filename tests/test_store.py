@@ -1,0 +1,56 @@
+"""The store: records on disk, later images read partially, a lost record rebuilt in full."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from dcmsortd.header import SeriesCache, read_instance
+from dcmsortd.notice import Arrival
+from dcmsortd.processor import Examined, Sorter
+from dcmsortd.rules import default_rules
+from dcmsortd.store import Store
+from realfiles import pydicom_data, restamp
+
+SERIES = "1.2.826.0.1.3680043.8.498.9.1"
+
+
+def _files(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True)
+    return [restamp(pydicom_data("MR_small.dcm"), folder / f"{i}.dcm", "1.2.3", SERIES,
+                    f"{SERIES}.{i}", InstanceNumber=i) for i in range(1, n + 1)]
+
+
+def test_later_images_are_read_partially_and_a_lost_record_is_rebuilt(tmp_path: Path) -> None:
+    rules = default_rules()
+    files = _files(tmp_path / "data" / "in", 4)
+    cache = SeriesCache()
+    instances = [read_instance(str(f), rules.tag_keys(), cache) for f in files]
+    assert [i.complete for i in instances] == [True, False, False, False]
+    assert "EchoTime" not in instances[1].fields and "EchoTime" in instances[0].fields
+
+    store = Store(str(tmp_path / "data" / "site"), rules)
+    store.prepare()
+    sorter = Sorter(store)
+
+    def handle(i: int) -> str:
+        arrival = Arrival("A", "B", "c", str(files[i]))
+        return sorter.handle(Examined(arrival, instances[i], None))
+
+    assert [handle(i) for i in range(3)] == ["sorted"] * 3
+    store.flush(everything=True)
+    record_path = tmp_path / "data" / "site" / "raw" / "1.2.3" / f"{SERIES}.json"
+    first = json.loads(record_path.read_text())
+    assert first["NumFiles"] == "3" and first["EchoTime"] == "240.0000"
+
+    # the record and the state vanish while this process still remembers the series
+    record_path.unlink()
+    shutil.rmtree(tmp_path / "data" / "site" / ".dcmsortd" / "series")
+    store._series.clear()
+    assert handle(3) == "sorted"  # partial Instance: the store asks for a full read
+    store.flush(everything=True)
+    rebuilt = json.loads(record_path.read_text())
+    assert rebuilt["NumFiles"] == "4"  # the links on disk
+    assert {k: v for k, v in rebuilt.items() if k not in ("NumFiles", "InstanceNumber")} == {
+        k: v for k, v in first.items() if k not in ("NumFiles", "InstanceNumber")}
