@@ -98,6 +98,13 @@ class Store:
     # ------------------------------------------------------------------ the hot path
     def file(self, inst: Instance, arrival: Arrival) -> Filed:
         """Link one image into every tree and fold it into its series record."""
+        try:
+            return self._file(inst, arrival)
+        except FileNotFoundError:  # a folder we made was removed under us: make it again
+            self._folders.forget()
+            return self._file(inst, arrival)
+
+    def _file(self, inst: Instance, arrival: Arrival) -> Filed:
         where = plan(self.site, inst, arrival)
         entry = self._open_series(where, inst, arrival)
         self._folders.ensure(where.series_dir)
@@ -244,7 +251,11 @@ class Store:
                 if not everything and now - entry.written_at < self.flush_interval:
                     continue
                 try:
-                    writer(entry)
+                    try:
+                        writer(entry)
+                    except FileNotFoundError:  # a folder was removed under us
+                        self._folders.forget()
+                        writer(entry)
                 except OSError as exc:
                     failures.append((entry.record_path, exc))
                     continue
