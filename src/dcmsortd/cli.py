@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -138,6 +139,29 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return resolve(flags, home=os.path.expanduser("~"))
 
 
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters, line separators and undecodable bytes escaped
+    (``\\n``, ``\\x1b``, ``\\udcff``)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in _ESCAPED_CATEGORIES else ch
+        for ch in text
+    )
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every message on one line: a hostile file name or header value (or a multi-line
+    error) can neither split a log line, forge one, nor break the log's UTF-8."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return one_line(super().formatMessage(record))
+
+
 def setup_logging(settings: Settings, to_stderr: bool, to_file: bool = True) -> None:
     import logging.handlers
 
@@ -146,7 +170,9 @@ def setup_logging(settings: Settings, to_stderr: bool, to_file: bool = True) -> 
         root.removeHandler(old)
         old.close()
     root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
-    formatter = logging.Formatter(LOG_FORMAT)
+    # pydicom logs each decoding problem without naming the file; header.py logs it with it
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    formatter = OneLineFormatter(LOG_FORMAT)
     if to_file:
         os.makedirs(os.path.dirname(settings.log_file), exist_ok=True)
         handler: logging.Handler = logging.handlers.WatchedFileHandler(settings.log_file)

@@ -32,7 +32,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from .daemon import serve
 
     _prepare_process(settings, to_stderr=True)
-    return serve(settings, catch_up=_catch_up_hook())
+    try:
+        return serve(settings, catch_up=_catch_up_hook())
+    except Exception as exc:
+        _log_end(exc)
+        raise
 
 
 def start(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,9 +58,21 @@ def start(args: argparse.Namespace, settings: Settings) -> int:
         _prepare_process(settings, to_stderr=False)
         code = serve(settings, ready=child.report_ready, catch_up=_catch_up_hook())
     except BaseException as exc:
-        child.report_failure(str(exc))
+        child.report_failure(str(exc) or type(exc).__name__)
+        if isinstance(exc, Exception):
+            _log_end(exc)  # the daemon's stderr is /dev/null: the log file is all there is
         raise
     return code
+
+
+def _log_end(exc: Exception) -> None:
+    """Log why the daemon could not start or ended, with a traceback when unexpected."""
+    import logging
+
+    from .errors import DcmsortdError
+
+    expected = isinstance(exc, DcmsortdError)
+    logging.getLogger("dcmsortd").critical("dcmsortd ends: %s", exc, exc_info=not expected)
 
 
 def stop(args: argparse.Namespace, settings: Settings) -> int:
@@ -141,6 +157,8 @@ def test(args: argparse.Namespace, settings: Settings) -> int:
 
     rules = load_rules(settings.rules_path)
     print_json(rules.resolved())
+    for warning in rules.warnings:
+        print(f"dcmsortd test: warning: {rules.source}: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -19,8 +19,8 @@ def translate(argv: Sequence[str]) -> list[str] | None:
     if not argv:
         return None
     verb, rest = argv[0], list(argv[1:])
-    if verb == "send":
-        return ["send", *rest] if rest else None
+    if verb == "send":  # "--": a line is never taken for an option
+        return ["send", "--", *rest] if rest else None
     if verb in VERBS and len(rest) <= 1:
         return [verb, "--project", rest[0]] if rest else [verb]
     return None
