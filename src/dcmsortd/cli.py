@@ -198,6 +198,8 @@ def _commands() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "notify":  # run by storescp per file: no "no config file" chatter
+        logging.getLogger("dcmsortd.config").setLevel(logging.ERROR)
     try:
         settings = settings_from(args)
         return _commands()[args.command](args, settings)
