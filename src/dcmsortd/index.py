@@ -32,6 +32,7 @@ class ProcessedIndex:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._pending: list[tuple[str, int, int, str]] = []
+        self._failing = False  # a commit failed: logged once, retried at the next commit
 
     def record(self, path: str, size: int, mtime_ns: int, outcome: str) -> None:
         self._pending.append((path, size, mtime_ns, outcome))
@@ -51,7 +52,14 @@ class ProcessedIndex:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self._pending = rows + self._pending
-            log.error("%s: cannot update the processed-files index: %s", self.path, exc)
+            if not self._failing:
+                log.error("%s: cannot update the processed-files index, will retry: %s",
+                          self.path, exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("%s: the processed-files index is updated again", self.path)
+            self._failing = False
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
         """Every known path with its (size, mtime_ns)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from dataclasses import dataclass
 
 from .instance import Instance
@@ -15,21 +16,24 @@ from .notice import Arrival
 
 MAX_COMPONENT_BYTES = 120
 _HASH_CHARS = 8
+# control (C0, DEL, C1), surrogate, line and paragraph separator characters
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_RECORD_SUFFIX = ".json"  # a record sits next to the folder of the same name
 
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
 
 
+def _unsafe(ch: str) -> bool:
+    return ch in "/\\" or unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
 def _scrub(value: str) -> str:
-    out = []
-    for ch in value:
-        code = ord(ch)
-        if ch in "/\\" or code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
-            out.append("_")
-        else:
-            out.append(ch)
-    text = "".join(out).strip()
+    if value.isprintable() and "/" not in value and "\\" not in value:
+        text = value.strip()  # the common case, without a look at each character
+    else:
+        text = "".join("_" if _unsafe(ch) else ch for ch in value).strip()
     if text.startswith("."):
         text = "_" + text.lstrip(".")
     return text
@@ -45,16 +49,18 @@ def _clip(text: str, limit: int) -> str:
 def safe_component(value: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
     """Make ``value`` a safe single path component.
 
-    No ``/``, ``\\``, NUL or control characters, never ``.``/``..`` or a leading dot, at most
-    ``max_bytes`` UTF-8 bytes, ``unknown`` when empty. A value that had to be changed (other
-    than trimming surrounding blanks) or shortened gets ``-<8 hex of its SHA-256>`` appended,
-    so two distinct values never share a folder. Ordinary UIDs, IDs and dates come out as is.
+    No ``/``, ``\\``, NUL, control characters (C0, DEL, C1) or line separators, never
+    ``.``/``..`` or a leading dot, never ending in ``.json`` (the name of the record next to
+    a folder), at most ``max_bytes`` UTF-8 bytes, ``unknown`` when empty. A value that had to
+    be changed (other than trimming surrounding blanks) or shortened gets ``-<8 hex of its
+    SHA-256>`` appended, so two distinct values never share a folder. Ordinary UIDs, IDs and
+    dates come out as is.
     """
     stripped = value.strip()
     text = _scrub(stripped)
     if not text:
         return "unknown"
-    changed = text != stripped
+    changed = text != stripped or text.lower().endswith(_RECORD_SUFFIX)
     if changed or len(text.encode("utf-8")) > max_bytes:
         suffix = "-" + _digest(value)
         text = _clip(text, max_bytes - len(suffix)) + suffix

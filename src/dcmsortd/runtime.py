@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from . import fsio
 from .config import Settings
+from .failed import FailedList
 from .index import ProcessedIndex
 from .pipeline import Pipeline
 from .processor import Examiner, Sorter
@@ -31,6 +32,9 @@ class Runtime:
     index: ProcessedIndex
     heartbeat: bool = True  # only the daemon writes it: it bounds the start-up catch-up
     _beat_at: float = field(default=0.0)
+    # writes that keep failing (a full or read-only disk) are logged once, not at every flush
+    _failing_records: set[str] = field(default_factory=set)
+    _failing_beat: bool = False
 
     @property
     def rules(self) -> RuleSet:
@@ -50,26 +54,42 @@ class Runtime:
         if everything:
             self.pipeline.settle()
         for path, exc in self.store.flush(everything):
-            log.error("%s: cannot write the record, will retry: %s", path, exc)
+            if path not in self._failing_records:
+                log.error("%s: cannot write the record, will retry: %s", path, exc)
+                self._failing_records.add(path)
         if not self.store.dirty():
+            if self._failing_records:
+                log.info("%d record(s) that could not be written are written now",
+                         len(self._failing_records))
+                self._failing_records.clear()
             self.index.commit()
+        if self.sorter.failed_list is not None:
+            self.sorter.failed_list.flush()
         now = time.time()
         if not self.heartbeat:
             return
-        if everything or now - self._beat_at >= HEARTBEAT_EVERY:
+        if now - self._beat_at >= HEARTBEAT_EVERY:
             self._heartbeat(now)
 
     def _heartbeat(self, now: float) -> None:
         self._beat_at = now
+        path = heartbeat_path(self.settings)
         try:
-            fsio.write_json(heartbeat_path(self.settings), {"last_alive": now},
-                            self.store.temp_dir)
+            fsio.write_json(path, {"last_alive": now}, self.store.temp_dir)
         except OSError as exc:
-            log.error("%s: cannot write the heartbeat: %s", heartbeat_path(self.settings), exc)
+            if not self._failing_beat:
+                log.error("%s: cannot write the heartbeat, will retry: %s", path, exc)
+            self._failing_beat = True
+            return
+        if self._failing_beat:
+            log.info("%s: the heartbeat is written again", path)
+            self._failing_beat = False
 
     def close(self) -> None:
         self.pipeline.close()
         self.flush(everything=True)
+        if self.heartbeat:
+            self._heartbeat(time.time())
         # rows of files whose record could not be written are dropped, so catch-up retries them
         self.index.close(commit=not self.store.dirty())
 
@@ -103,7 +123,7 @@ def build(
         other_modalities=settings.other_modalities,
         roots=settings.roots(),
         index=index,
-        failed_log=os.path.join(settings.site, "temp", "failed.tsv"),
+        failed_list=FailedList(os.path.join(settings.site, "temp", "failed.tsv")),
     )
     pipeline = Pipeline(
         sorter,

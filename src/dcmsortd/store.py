@@ -154,20 +154,29 @@ class Store:
         if entry is None:
             state_path = self._state_path(where)
             state = self._load_series(state_path, where.record)
+            behind = state is not None and self._record_behind(where, state)
             if state is None:
                 if not inst.complete:
                     raise IncompleteHeader(inst.path)
-                state = new_state(inst, arrival)
+                state = new_state(inst, arrival)  # dirty once an image is folded in
             entry = _Open(
                 record_path=where.record, state_path=state_path, series_dir=where.series_dir,
                 state=state, disk=_signature(state_path), lock_key=where.record,
-                dirty=not os.path.exists(where.record),  # a lost record is written again
+                dirty=behind,  # a lost or stale record is written again
             )
             self._series[where.record] = entry
             if len(self._series) > self.max_open:
                 self._evict(force=True)
         entry.used_at = self.clock()
         return entry
+
+    @staticmethod
+    def _record_behind(where: Placement, state: SeriesState) -> bool:
+        """True when the record on disk is missing or is not what ``state`` renders: a
+        crash came between the state's write and the record's (the state is written first).
+        """
+        shown = state.record(num_files=fsio.count_entries(where.series_dir))
+        return bool(fsio.read_json(where.record) != shown)
 
     @staticmethod
     def _load_series(state_path: str, record_path: str) -> SeriesState | None:
