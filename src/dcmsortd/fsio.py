@@ -27,7 +27,7 @@ def atomic_write(path: str, payload: bytes, temp_dir: str) -> None:
     The temporary file is created in ``temp_dir`` (same file system as ``path``) with mode
     0o666 minus the umask, fsync'ed, then renamed over ``path``.
     """
-    tmp = os.path.join(temp_dir, f"{os.getpid()}-{next(_counter)}{TEMP_SUFFIX}")
+    tmp = _temp_path(temp_dir)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         view = memoryview(payload)
@@ -44,6 +44,11 @@ def atomic_write(path: str, payload: bytes, temp_dir: str) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def _temp_path(temp_dir: str) -> str:
+    """A fresh temporary name in ``temp_dir``; ``clean_temp`` knows it by its pid."""
+    return os.path.join(temp_dir, f"{os.getpid()}-{next(_counter)}{TEMP_SUFFIX}")
 
 
 def write_json(path: str, data: Any, temp_dir: str) -> None:
@@ -111,11 +116,14 @@ class Folders:
         self._known.clear()
 
 
-def link(target: str, path: str) -> bool:
+def link(target: str, path: str, temp_dir: str) -> bool:
     """Make ``path`` a symlink to ``target``. True when created now.
 
     An existing link is kept (the first received copy wins) unless it dangles, then it is
-    replaced atomically. Anything else at ``path`` is left alone.
+    replaced atomically: a temporary link made in ``temp_dir`` (same file system) is
+    renamed over it, so a crash leaves nothing next to ``path`` (a series folder holds
+    only its images) and ``clean_temp`` removes the temporary link at the next start.
+    Anything else at ``path`` is left alone.
     """
     try:
         os.symlink(target, path)
@@ -128,10 +136,13 @@ def link(target: str, path: str) -> bool:
         return False  # not a link: leave it
     if current == target or os.path.exists(path):
         return False
-    tmp = f"{path}.{os.getpid()}{TEMP_SUFFIX}"
-    _unlink_quietly(tmp)
+    tmp = _temp_path(temp_dir)
     os.symlink(target, tmp)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
     log.info("%s: replaced a dangling link to %s", path, current)
     return False
 

@@ -404,10 +404,9 @@ def write_lines(path: StrPath, lines: Iterable[str | bytes], timeout: float = 5.
             )
         payloads.append(payload)
     fd = open_writer(path)
-    deadline = time.monotonic() + timeout
     try:
-        for payload in payloads:
-            if not write_atomic(fd, payload, deadline - time.monotonic()):
+        for payload in payloads:  # the limit is per write: a daemon that reads may take long
+            if not write_atomic(fd, payload, timeout):
                 raise DaemonError(f"the daemon on {where} does not read: pipe full for {timeout} s")
     except BrokenPipeError:
         raise DaemonError(f"no daemon listens on {where} (it went away)") from None

@@ -108,12 +108,12 @@ class Store:
         where = plan(self.site, inst, arrival)
         entry = self._open_series(where, inst, arrival)
         self._folders.ensure(where.series_dir)
-        new_link = fsio.link(arrival.path, where.link)
+        new_link = fsio.link(arrival.path, where.link, self.temp_dir)
         if where.participant_link is not None and where.participant_dir is not None:
             self._link_participant(where)
         if where.sr_link is not None and where.sr_dir is not None and inst.sr is not None:
             self._folders.ensure(where.sr_dir)
-            fsio.link(arrival.path, where.sr_link)
+            fsio.link(arrival.path, where.sr_link, self.temp_dir)
             self._add_sr(where, inst)
         changed = apply_instance(entry.state, inst, self.rules)
         if changed or new_link:  # NumFiles counts the links: a new one changes the record
@@ -126,7 +126,7 @@ class Store:
         if where.participant_link in self._participants:
             return
         self._folders.ensure(where.participant_dir)
-        fsio.link(where.study_dir, where.participant_link)
+        fsio.link(where.study_dir, where.participant_link, self.temp_dir)
         try:
             current = os.readlink(where.participant_link)
         except OSError:
