@@ -24,6 +24,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -41,8 +42,10 @@ from runners import (
     DaemonSetup,
     Paths,
     Run,
+    become_subreaper,
     check_records,
     dcmsortd_command,
+    logged_count,
     reference_loop,
     run_command,
     run_daemon,
@@ -128,19 +131,19 @@ class Bench:
     def attempt(self, label: str, action: Callable[[], Run]) -> Run | None:
         try:
             run = action()
-        except BenchError as exc:
+        except (BenchError, OSError) as exc:
             self.failures.append(str(exc))
             print(f"  {label}: FAILED: {exc}", file=sys.stderr)
             return None
         self.add(run)
-        print(f"  {run.label}: {run.seconds:.2f} s", file=sys.stderr)
+        print(f"  {label}: {run.seconds:.2f} s", file=sys.stderr)
         return run
 
     def reference(self) -> Run:
         self.paths.fresh_outputs()
-        seconds = reference_loop(self.corpus, self.paths.site)
+        seconds, cpu = reference_loop(self.corpus, self.paths.site)
         check_records(self.corpus.record_paths(self.paths.site), REF)
-        return Run(REF, seconds, len(self.corpus.files))
+        return Run(REF, seconds, len(self.corpus.files), cpu_s=cpu)
 
     def daemon(self, workers: int) -> Run:
         self.paths.fresh_outputs()
@@ -162,9 +165,12 @@ class Bench:
     def catch_up(self) -> Run:
         """Right after an import: everything is sorted, so nothing should be read."""
         cmd = self._cmd("catch-up", [self.corpus.archive])
-        run = run_command(CATCHUP, cmd, self.paths.run_log(CATCHUP), len(self.corpus.files),
-                          self.timeout)
+        log_path = self.paths.run_log(CATCHUP)
+        run = run_command(CATCHUP, cmd, log_path, len(self.corpus.files), self.timeout)
         check_records(self.corpus.record_paths(self.paths.site), CATCHUP)
+        examined = logged_count(log_path, "examined")
+        if examined:
+            run.note = f"read {examined} header(s) of already sorted files"
         return run
 
     def startup(self, name: str) -> Run:
@@ -249,11 +255,21 @@ def summarize(bench: Bench, workers: Sequence[int]) -> dict[str, Any]:
             "ratio_to_ref": ref / med if ref and label != CATCHUP else None,
             "net_s": net,
             "ratio_to_ref_net": ref / net if ref and net and label != CATCHUP else None,
+            "cpu_ratio_to_ref": None,
+            "paired_ratios": _paired(bench.runs.get(REF, []), runs) if label != CATCHUP else [],
             "rss_main_mb": max((r.rss_main_mb or 0.0) for r in runs) or None,
             "rss_tree_mb": max((r.rss_tree_mb or 0.0) for r in runs) or None,
+            "cpu_s": _median([r.cpu_s for r in runs]),
+            "cpu_main_s": _median([r.cpu_main_s for r in runs]),
+            "start_s": _median([r.start_s for r in runs]),
+            "late_early": _median([r.late_early for r in runs]),
             "log_errors": max(r.log_errors for r in runs),
             "notes": sorted({r.note for r in runs if r.note}),
         }
+    ref_cpu = out.get(REF, {}).get("cpu_s")
+    for label, r in out.items():
+        if ref_cpu and r["cpu_s"] and label != CATCHUP:
+            r["cpu_ratio_to_ref"] = ref_cpu / r["cpu_s"]
     out["_start_up_s"] = start
     full = bench.median(f"import --workers {workers[0]}")
     catch = bench.median(CATCHUP)
@@ -267,6 +283,18 @@ def summarize(bench: Bench, workers: Sequence[int]) -> dict[str, Any]:
     return out
 
 
+def _paired(ref: Sequence[Run], runs: Sequence[Run]) -> list[float]:
+    """Round by round (the reference and this method ran a minute apart at most)."""
+    if len(ref) != len(runs):
+        return []
+    return [r.seconds / m.seconds for r, m in zip(ref, runs, strict=True) if m.seconds > 0]
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def _target(label: str) -> float | None:
     if label == "daemon --workers 1":
         return TARGET_W1
@@ -277,6 +305,7 @@ def _target(label: str) -> float | None:
 
 def report(bench: Bench, results: dict[str, Any], args: argparse.Namespace) -> list[str]:
     c = bench.corpus.summary()
+    largest = c["largest_series"]
     out = [
         "dcmsortd throughput benchmark",
         f"  corpus : {c['files']} files, {c['bytes'] / 1e6:.0f} MB, {c['studies']} studies, "
@@ -290,8 +319,9 @@ def report(bench: Bench, results: dict[str, Any], args: argparse.Namespace) -> l
         "machine skew the figures)".format(results["_load_average"]["before"][0],
                                            results["_load_average"]["after"][0]),
         "",
-        f"{'method':<32}{'median s':>9}{'files/s':>9}{'x ref':>7}{'x ref net':>10}  "
-        f"{'peak RSS MB main/tree':<22}{'log err':>8}  runs (s)",
+        f"{'method':<32}{'median s':>9}{'files/s':>9}{'x ref':>7}{'x ref net':>10}"
+        f"{'CPU s (main)':>14}{'x ref CPU':>10}  {'peak RSS MB main/tree':<22}{'log err':>8}"
+        "  runs (s)",
     ]
     for label, r in results.items():
         if label.startswith("_"):
@@ -300,13 +330,25 @@ def report(bench: Bench, results: dict[str, Any], args: argparse.Namespace) -> l
                if r["rss_main_mb"] else "-")
         runs = " ".join(f"{s:.2f}" for s in r["runs_s"])
         out.append(f"{label:<32}{r['median_s']:>9.2f}{_fmt(r['files_per_s'], '.0f'):>9}"
-                   f"{_fmt(r['ratio_to_ref']):>7}{_fmt(r['ratio_to_ref_net']):>10}  "
-                   f"{rss:<22}{r['log_errors']:>8}  {runs}")
+                   f"{_fmt(r['ratio_to_ref']):>7}{_fmt(r['ratio_to_ref_net']):>10}"
+                   f"{_cpu(r):>14}{_fmt(r['cpu_ratio_to_ref']):>10}  {rss:<22}"
+                   f"{r['log_errors']:>8}  {runs}")
+    out += ["", "CPU s: user + system seconds of the process tree, median (the daemon: in the "
+            "timed window; (main) = its main process, the single writer). x ref CPU: the "
+            "reference loop's CPU time over this one's, a view that other load on the machine "
+            "skews much less than wall time"]
     start = results["_start_up_s"]
-    if any(start.values()):
-        out += ["", "start-up of a command (same command over an empty folder): "
-                f"import {_fmt(start['import'])} s, catch-up {_fmt(start['catch-up'])} s; "
-                "'net' figures subtract it"]
+    known = [f"{name} {value:.2f} s" for name, value in start.items() if value is not None]
+    if known:
+        out.append(f"start-up of a command (the same command over an empty folder): "
+                   f"{', '.join(known)}; 'net' figures subtract it")
+    for label, r in results.items():
+        if not label.startswith("_") and r.get("start_s") is not None:
+            out.append(f"{label}: launch to warmed up (one file sorted) {r['start_s']:.2f} s, "
+                       "not timed")
+        if not label.startswith("_") and r.get("late_early") is not None:
+            out.append(f"{label}: largest series ({largest} images), time per image in its "
+                       f"last 40 % over its first 40 %: {r['late_early']:.2f}x (1 = flat)")
     notes = [f"  {label}: {', '.join(r['notes'])}" for label, r in results.items()
              if not label.startswith("_") and r["notes"]]
     if notes:
@@ -314,6 +356,13 @@ def report(bench: Bench, results: dict[str, Any], args: argparse.Namespace) -> l
     out += ["", "ratios to the reference loop (files/s over files/s, same corpus, same run):"]
     out += _ratio_lines(results)
     return out
+
+
+def _cpu(r: dict[str, Any]) -> str:
+    if r["cpu_s"] is None:
+        return "-"
+    main = "" if r["cpu_main_s"] is None else f" ({r['cpu_main_s']:.1f})"
+    return f"{r['cpu_s']:.1f}{main}"
 
 
 def _ratio_lines(results: dict[str, Any]) -> list[str]:
@@ -324,6 +373,9 @@ def _ratio_lines(results: dict[str, Any]) -> list[str]:
         line = f"ratio {label} / {REF}: {r['ratio_to_ref']:.2f}x"
         if r["ratio_to_ref_net"] is not None:
             line += f" (net of start-up {r['ratio_to_ref_net']:.2f}x)"
+        if len(r["paired_ratios"]) > 1:
+            rounds = " ".join(f"{x:.2f}" for x in r["paired_ratios"])
+            line += f"; round by round {rounds}"
         target = _target(label)
         if target is not None:
             verdict = "ok" if r["ratio_to_ref"] >= target else "BELOW TARGET"
@@ -383,37 +435,59 @@ def scaling(args: argparse.Namespace, base: str, command: list[str]) -> dict[str
 
 
 def _scaling_row(bench: Bench, n: int) -> dict[str, Any]:
-    start = bench.median("import start-up") or 0.0
+    """Wall and CPU microseconds per file (import: net of its start-up), peak RSS."""
+    start = bench.runs.get("import start-up", [])
+    start_wall = bench.median("import start-up") or 0.0
+    start_cpu = _median([r.cpu_s for r in start]) or 0.0
     row: dict[str, Any] = {"files": n}
-    for key, label, offset in (("ref", REF, 0.0), ("daemon", "daemon --workers 1", 0.0),
-                               ("import", "import --workers 1", start)):
-        med = bench.median(label)
-        row[f"{key}_us_per_file"] = (med - offset) / n * 1e6 if med else None
+    for key, label, wall0, cpu0 in (("ref", REF, 0.0, 0.0),
+                                     ("daemon", "daemon --workers 1", 0.0, 0.0),
+                                     ("import", "import --workers 1", start_wall, start_cpu)):
         runs = bench.runs.get(label, [])
+        wall = bench.median(label)
+        cpu = _median([r.cpu_s for r in runs])
+        row[f"{key}_us_per_file"] = _per_file(wall, wall0, n)
+        row[f"{key}_cpu_us_per_file"] = _per_file(cpu, cpu0, n)
         row[f"{key}_rss_mb"] = max((r.rss_main_mb or 0.0) for r in runs) if runs else None
+    row["daemon_late_early"] = _median([r.late_early for r in
+                                        bench.runs.get("daemon --workers 1", [])])
     return row
 
 
+def _per_file(seconds: float | None, offset: float, n: int) -> float | None:
+    if seconds is None or seconds - offset <= 0:
+        return None
+    return (seconds - offset) / n * 1e6
+
+
 def scaling_report(rows: dict[str, Any]) -> list[str]:
-    out = ["", "scaling (lean corpora: 4x4 pixel matrices, headers unchanged; import net of "
-           "start-up):",
-           f"{'case':<24}{'ref us/file':>12}{'daemon us/file':>15}{'import us/file':>15}"
-           f"{'daemon RSS MB':>15}{'import RSS MB':>15}"]
+    out = ["", "scaling: microseconds per file, wall / CPU (lean corpora: 4x4 pixel matrices, "
+           "headers unchanged; import net of its start-up; the daemon's wall includes the "
+           "last record write):",
+           f"{'case':<22}{'reference':>14}{'daemon w1':>14}{'import w1':>14}"
+           f"{'daemon RSS MB':>15}{'import RSS MB':>15}{'daemon late/early':>19}"]
     for name, r in rows.items():
-        out.append(f"{name:<24}{_fmt(r['ref_us_per_file'], '.0f'):>12}"
-                   f"{_fmt(r['daemon_us_per_file'], '.0f'):>15}"
-                   f"{_fmt(r['import_us_per_file'], '.0f'):>15}"
-                   f"{_fmt(r['daemon_rss_mb'], '.0f'):>15}{_fmt(r['import_rss_mb'], '.0f'):>15}")
+        cells = [f"{_fmt(r[f'{k}_us_per_file'], '.0f')} / {_fmt(r[f'{k}_cpu_us_per_file'], '.0f')}"
+                 for k in ("ref", "daemon", "import")]
+        out.append(f"{name:<22}{cells[0]:>14}{cells[1]:>14}{cells[2]:>14}"
+                   f"{_fmt(r['daemon_rss_mb'], '.0f'):>15}{_fmt(r['import_rss_mb'], '.0f'):>15}"
+                   f"{_fmt(r['daemon_late_early']):>19}")
     series = [r for name, r in rows.items() if name.startswith("one series")]
     if len(series) >= 2:
         small, big = series[0], series[-1]
-        parts = []
+        growth = {}
         for key in ("ref", "daemon", "import"):
-            a, b = small[f"{key}_us_per_file"], big[f"{key}_us_per_file"]
+            a, b = small[f"{key}_cpu_us_per_file"], big[f"{key}_cpu_us_per_file"]
             if a and b:
-                parts.append(f"{key} {b / a:.2f}x")
-        out.append(f"flatness, cost per file of {big['files']} vs {small['files']} images in one "
-                   f"series (1.00x = flat): {', '.join(parts)}")
+                growth[key] = b / a
+        parts = [f"{key} {g:.2f}x" for key, g in growth.items()]
+        if "ref" in growth:  # the reference is flat by construction: what moves it is the machine
+            parts += [f"{key} relative to the reference {g / growth['ref']:.2f}x"
+                      for key, g in growth.items() if key != "ref"]
+        out.append(f"flatness: CPU per file, one series of {big['files']} vs {small['files']} "
+                   f"images (1.00x = flat): {', '.join(parts)}")
+    out.append("daemon late/early: in the largest series, time per image in its last 40 % "
+               "over its first 40 %, within one run (1 = flat, ~2.3 = cost growing linearly)")
     return out
 
 
@@ -436,8 +510,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: --files, --repeat and --scaling-repeat must be at least 1", file=sys.stderr)
         return 2
     command = dcmsortd_command()
+    # SIGTERM must run the finally blocks too: they stop the daemons and remove the data.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     base = tempfile.mkdtemp(prefix="dcmsortd-bench-", dir=args.tmpdir)
     child_environment(base)
+    become_subreaper()
     load_before = os.getloadavg()
     try:
         bench = run_main(args, os.path.join(base, "main"), command)

@@ -41,7 +41,7 @@ PH_SERIES_NO = "-2718281"  # IS, 8 characters
 PH_DATE = "19011231"  # DA
 PH_TIME = "235917.123457"  # TM, 13 characters (padded to 14 by the writer)
 
-# Placeholder, how many times it must occur in the template (0 = "at least once").
+# Slot name -> placeholder value; each occurs once in a template (the SOP UID twice with file meta).
 PLACEHOLDERS: dict[str, str] = {
     "study": PH_STUDY,
     "series": PH_SERIES,

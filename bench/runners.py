@@ -7,9 +7,11 @@ Every child process is started in its own session, so stopping it takes its work
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -24,6 +26,7 @@ import pydicom
 from corpus import Corpus, CorpusFile
 
 STOP_GRACE = 30.0
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class BenchError(RuntimeError):
@@ -39,7 +42,11 @@ class Run:
     files: int
     rss_main_mb: float | None = None
     rss_tree_mb: float | None = None
+    cpu_s: float | None = None  # user + system time of the process tree (less load-sensitive)
+    cpu_main_s: float | None = None  # the daemon: its main process (the single writer) alone
     log_errors: int = 0
+    start_s: float | None = None  # daemon: launch to warmed up (not in ``seconds``)
+    late_early: float | None = None  # daemon: see RecordWatch.late_vs_early
     note: str = ""
 
     def as_json(self) -> dict[str, Any]:
@@ -147,6 +154,25 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(pid: int, own: bool) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return sum(int(v) for v in fields[11:13 if own else 15])  # utime stime [cutime cstime]
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of ``pid`` and its live descendants, and of the
+    children they have reaped (each tick counted once); and of ``pid`` alone."""
+    total = sum(_ticks(p, own=False) for p in (pid, *descendants(pid)))
+    return total / _TICK, _ticks(pid, own=True) / _TICK
+
+
 class RssSampler:
     """Polls VmHWM (peak resident set) of a process and of its descendants."""
 
@@ -211,6 +237,28 @@ def _kill_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # the group we created with start_new_session (id = pid)
 
 
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (a worker pool outliving its parent), so they are reaped
+    here and their CPU time shows in ``RUSAGE_CHILDREN``. Linux only; False elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap_group(pgid: int, timeout: float = 5.0) -> None:
+    """Reap the exited members of the group ``pgid`` that were adopted by us."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.01)
+
+
 def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> int | None:
     """SIGTERM, wait ``grace`` seconds, then SIGKILL the whole group. Returns the exit code."""
     if proc.poll() is None:
@@ -221,7 +269,13 @@ def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> int | None
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
     _kill_group(proc.pid, signal.SIGKILL)  # leftovers (workers) of an exited leader
+    _reap_group(proc.pid)
     return proc.returncode
+
+
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def log_errors(path: str) -> int:
@@ -230,6 +284,20 @@ def log_errors(path: str) -> int:
             return sum(1 for line in fh if " ERROR " in line or "Traceback" in line)
     except OSError:
         return 0
+
+
+def logged_count(path: str, word: str) -> int | None:
+    """The number after ``word:`` in the last log line holding it (a command's summary)."""
+    found = None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                match = re.search(rf"\b{re.escape(word)}: (\d+)", line)
+                if match:
+                    found = int(match[1])
+    except OSError:
+        return None
+    return found
 
 
 def log_tail(path: str, lines: int = 15) -> str:
@@ -243,6 +311,7 @@ def log_tail(path: str, lines: int = 15) -> str:
 def run_command(label: str, cmd: Sequence[str], log_path: str, files: int,
                 timeout: float) -> Run:
     """Run ``cmd`` to its end: wall time, peak RSS; BenchError when it fails."""
+    cpu_before = _cpu_children()
     started = time.perf_counter()
     proc = start(cmd, log_path)
     timer = threading.Timer(timeout, _kill_group, (proc.pid, signal.SIGKILL))
@@ -253,10 +322,11 @@ def run_command(label: str, cmd: Sequence[str], log_path: str, files: int,
             seconds = time.perf_counter() - started
     finally:
         timer.cancel()
-        stop(proc)
+        stop(proc)  # also reaps adopted workers: their CPU time counts below
     if code != 0:
         raise BenchError(f"{label}: exit code {code}\n{log_tail(log_path)}")
-    return Run(label, seconds, files, sampler.main_mb, sampler.tree_mb, log_errors(log_path))
+    return Run(label, seconds, files, rss_main_mb=sampler.main_mb, rss_tree_mb=sampler.tree_mb,
+               cpu_s=_cpu_children() - cpu_before, log_errors=log_errors(log_path))
 
 
 # ---------------------------------------------------------------------------- records
@@ -278,6 +348,7 @@ class RecordWatch:
     expected: dict[str, int]
     pending: dict[str, int] = field(init=False)
     seen: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    progress: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pending = dict(self.expected)
@@ -292,9 +363,28 @@ class RecordWatch:
             if self.seen.get(path) == signature:
                 continue
             self.seen[path] = signature
-            if num_files(path) == want:
+            count = num_files(path)
+            if count is not None:
+                self.progress.setdefault(path, []).append((time.monotonic(), count))
+            if count == want:
                 del self.pending[path]
         return not self.pending
+
+    def late_vs_early(self, min_span: float = 2.0) -> float | None:
+        """For the largest series: time per file while its record went from 50 % to 90 % of
+        its images over the time from 10 % to 50 % (same run: load drift hardly matters).
+        About 1 when the cost per image stays flat; about 2.3 when it grows linearly
+        (quadratic rewriting). None when the series streamed in too briefly to tell."""
+        path = max(self.expected, key=lambda p: self.expected[p])
+        total, points = self.expected[path], self.progress.get(path, [])
+
+        def reached(share: float) -> float | None:
+            return next((t for t, n in points if n >= share * total), None)
+
+        t10, t50, t90 = reached(0.1), reached(0.5), reached(0.9)
+        if t10 is None or t50 is None or t90 is None or t90 - t10 < min_span or t50 <= t10:
+            return None
+        return (t90 - t50) / (t50 - t10)
 
     def describe(self, limit: int = 3) -> str:
         shown = [f"{p} (NumFiles {num_files(p)}, expected {n})"
@@ -314,12 +404,15 @@ def check_records(expected: dict[str, int], label: str) -> None:
 REFERENCE_FIELDS = ("Modality", "PatientID", "StudyDate", "SeriesDescription", "SeriesNumber")
 
 
-def reference_loop(corpus: Corpus, site: str) -> float:
-    """dcmread(stop_before_pixels) + one symlink per file + each series JSON once at the end."""
+def reference_loop(corpus: Corpus, site: str) -> tuple[float, float]:
+    """dcmread(stop_before_pixels) + one symlink per file + each series JSON once at the end.
+
+    Returns the wall and CPU seconds."""
     raw = os.path.join(site, "raw")
     made: set[str] = set()
     series: dict[tuple[str, str], dict[str, Any]] = {}
     started = time.perf_counter()
+    cpu = time.process_time()
     for item in corpus.files:
         ds = pydicom.dcmread(item.path, stop_before_pixels=True)
         key = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
@@ -337,7 +430,7 @@ def reference_loop(corpus: Corpus, site: str) -> float:
         record["NumFiles"] = str(record["NumFiles"])
         with open(os.path.join(raw, study, series_uid + ".json"), "w", encoding="utf-8") as fh:
             json.dump(record, fh, indent=2, sort_keys=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 # ---------------------------------------------------------------------------- the daemon
@@ -428,10 +521,12 @@ def run_daemon(setup: DaemonSetup, corpus: Corpus, workers: int, label: str) -> 
             warm = os.path.join(paths.site, "raw", setup.warmup.study_uid,
                                 setup.warmup.series_uid + ".json")
             ready = _wait(RecordWatch({warm: 1}), proc, log_path, label, 60.0) - launched
+            cpu_before = tree_cpu(proc.pid)
             writer = subprocess.Popen([sys.executable, "-c", WRITER, paths.pipe, lines_path],
                                       stdout=subprocess.PIPE, start_new_session=True)
             watch = RecordWatch(corpus.record_paths(paths.site))
             done = _wait(watch, proc, log_path, label, setup.timeout)
+            cpu_after = tree_cpu(proc.pid)
             out, _ = writer.communicate(timeout=setup.timeout)
             first = float(out.decode().split()[0])
             sampler.sample([proc.pid, *descendants(proc.pid)])
@@ -440,8 +535,8 @@ def run_daemon(setup: DaemonSetup, corpus: Corpus, workers: int, label: str) -> 
             _kill_group(writer.pid, signal.SIGKILL)
             writer.wait()
         code = stop(proc)
-    note = f"start+warm-up {ready:.1f} s"
-    if code != 0:
-        note += f"; exit code {code} at stop"
-    return Run(label, done - first, len(corpus.files), sampler.main_mb, sampler.tree_mb,
-               log_errors(log_path), note)
+    note = "" if code == 0 else f"exit code {code} at stop"
+    return Run(label, done - first, len(corpus.files), rss_main_mb=sampler.main_mb,
+               rss_tree_mb=sampler.tree_mb, cpu_s=cpu_after[0] - cpu_before[0],
+               cpu_main_s=cpu_after[1] - cpu_before[1], log_errors=log_errors(log_path),
+               start_s=ready, late_early=watch.late_vs_early(), note=note)
