@@ -76,6 +76,7 @@ def _log_end(exc: Exception) -> None:
 
 
 def stop(args: argparse.Namespace, settings: Settings) -> int:
+    from .fsio import alive
     from .pidfile import is_running
 
     pid = is_running(settings.pid_file)
@@ -85,26 +86,12 @@ def stop(args: argparse.Namespace, settings: Settings) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        if is_running(settings.pid_file) is None and not _alive(pid):
+        if is_running(settings.pid_file) is None and not alive(pid):
             print(f"dcmsortd: stopped (pid {pid})")
             return EXIT_OK
         time.sleep(0.05)
     print(f"dcmsortd: pid {pid} did not stop within {STOP_TIMEOUT:.0f} s", file=sys.stderr)
     return EXIT_ERROR
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def restart(args: argparse.Namespace, settings: Settings) -> int:
