@@ -305,3 +305,12 @@ def test_warnings_for_names_no_dataset_or_record_holds() -> None:
         " a series record key; it is always absent",
     )
     assert default_rules().warnings == ()
+
+
+def test_fiona_documented_spelling_exists_is_the_exist_operator() -> None:
+    rules = parse_rules(
+        '[{"type": "X", "rules": [{"tag": ["EchoTime"], "operator": "exists"}]},'
+        ' {"type": "Y", "rules": [{"tag": ["EchoTime"], "operator": "notexists"}]}]', "t")
+    assert [r["rules"][0]["operator"] for r in rules.resolved()] == ["exist", "notexist"]
+    assert rules.classify({"EchoTime": "2"}, {}, [], set()).types == ["X"]
+    assert rules.classify({}, {}, [], set()).types == ["Y"]

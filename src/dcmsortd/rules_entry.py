@@ -16,6 +16,9 @@ from .instance import TagKey
 from .rules_ops import DEFAULT_APPROX_LEVEL, NUMERIC_OPERATORS, OPERATORS, Expected, TagTest
 from .rules_ops import as_number as _number
 
+# Spellings FIONA's own documentation used ("The operator "exists" can be used to test if a
+# tag exists"); accepted so such rules files load, and mean what they say.
+ALIASES: Final = {"exists": "exist", "notexists": "notexist"}
 TEST_KEYS: Final = frozenset({"tag", "value", "operator", "negate", "approxLevel", "comment"})
 REF_KEYS: Final = frozenset({"rule", "notrule", "negate", "comment"})
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -115,6 +118,7 @@ def _check_test(position: int, raw: dict[str, Any]) -> TagTest:
     else:
         tag = _collect(problems, lambda: parse_tag(raw["tag"]))
     operator = raw.get("operator", "regexp")
+    operator = ALIASES.get(operator, operator) if isinstance(operator, str) else operator
     if operator not in OPERATORS:
         problems.append(f"unknown operator {show(operator)} (known: {', '.join(OPERATORS)})")
     negate = _collect(problems, lambda: _negate(raw))
