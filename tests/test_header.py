@@ -339,3 +339,16 @@ def test_shared_folder_can_be_moved_by_environment(
 ) -> None:
     monkeypatch.setenv(SHARED_DICOM_ENV, str(tmp_path))
     assert shared_dir() == tmp_path
+
+
+@pytest.mark.parametrize(("name", "echo", "repetition", "thickness"), [
+    ("siemens_xa60_enhanced_bold_1.dcm", "30.0", "1810", "4"),
+    ("siemens_xa30_enhanced_mpr.dcm", "1.37", "3.15", "1.6"),
+])
+def test_enhanced_files_take_timing_and_thickness_from_functional_groups(
+    name: str, echo: str, repetition: str, thickness: str
+) -> None:
+    inst = read_instance(str(shared_dicom(name)))
+    assert "EchoTime" not in pydicom.dcmread(shared_dicom(name), stop_before_pixels=True)
+    assert (inst.fields["EchoTime"], inst.fields["RepetitionTime"],
+            inst.fields["SliceThickness"]) == (echo, repetition, thickness)

@@ -104,6 +104,13 @@ _SOP_CLASS = 0x00080016
 # Enhanced multi-frame (Siemens XA): first item of each sequence on the way.
 _PHASE_ENCODING_STEPS = (0x52009229, 0x00189112, 0x00180091)
 _PRIVATE_0021_1106 = (0x52009230, 0x002111FE, 0x00211106)
+_SHARED_GROUPS, _PER_FRAME_GROUPS = 0x52009229, 0x52009230
+# Enhanced files keep these in functional groups, not at the top level.
+_FUNCTIONAL_GROUP_FALLBACKS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("EchoTime", (0x00189114, 0x00189082)),  # MR Echo Sequence > EffectiveEchoTime
+    ("RepetitionTime", (0x00189112, 0x00180080)),  # MR Timing and Related Parameters
+    ("SliceThickness", (0x00289110, 0x00180050)),  # Pixel Measures Sequence
+)
 _SR_TAGS = (("SOPClassUID", _SOP_CLASS), ("ContentDate", 0x00080023), ("ContentTime", 0x00080033))
 _DOCUMENT_TITLE = (0x0040A043, 0x00080104)  # ConceptNameCodeSequence[0].CodeMeaning
 _RELEASE = re.compile(r"release:\s*([^\s\\'\",\]]+)")
@@ -209,6 +216,17 @@ def instance_from_dataset(
         )
 
 
+def _from_functional_groups(
+    ds: Dataset, fields: dict[str, str], key: str, inner: tuple[int, ...]
+) -> None:
+    """Fill ``key`` from the shared, else the first per-frame, functional group item."""
+    for group in (_SHARED_GROUPS, _PER_FRAME_GROUPS):
+        value = nested_text(ds, (group, *inner))
+        if value is not None:
+            fields[key] = value
+            return
+
+
 def _per_image_fields(ds: Dataset) -> dict[str, str]:
     """The fields a later image of a known series contributes (see ``PER_IMAGE_KEYS``)."""
     fields = {}
@@ -230,6 +248,9 @@ def record_fields(ds: Dataset) -> dict[str, str]:
     sop_class = element_text(ds, _SOP_CLASS)
     if sop_class is not None:
         fields["SOPClassUID"] = sop_class.strip("\x00 ")
+    for key, inner in _FUNCTIONAL_GROUP_FALLBACKS:
+        if key not in fields:
+            _from_functional_groups(ds, fields, key, inner)
     steps = nested_text(ds, _PHASE_ENCODING_STEPS)
     if steps is not None:
         fields["PhaseEncodingSteps"] = steps
