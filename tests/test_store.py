@@ -54,3 +54,25 @@ def test_later_images_are_read_partially_and_a_lost_record_is_rebuilt(tmp_path: 
     assert rebuilt["NumFiles"] == "4"  # the links on disk
     assert {k: v for k, v in rebuilt.items() if k not in ("NumFiles", "InstanceNumber")} == {
         k: v for k, v in first.items() if k not in ("NumFiles", "InstanceNumber")}
+
+
+def test_many_open_series_are_evicted_without_losing_the_new_one(tmp_path: Path) -> None:
+    """More series than ``max_open``: idle ones leave memory, every record is still written."""
+    rules = default_rules()
+    folder = tmp_path / "data" / "in"
+    folder.mkdir(parents=True)
+    store = Store(str(tmp_path / "data" / "site"), rules, max_open=3)
+    store.prepare()
+    sorter = Sorter(store)
+    cache = SeriesCache()
+    for n in range(1, 9):
+        series = f"{SERIES}.{n}"
+        path = restamp(pydicom_data("MR_small.dcm"), folder / f"{n}.dcm", "1.2.3", series,
+                       f"{series}.1")
+        inst = read_instance(str(path), rules.tag_keys(), cache)
+        assert sorter.handle(Examined(Arrival("A", "B", "c", str(path)), inst, None)) == "sorted"
+        store.flush(everything=True)
+        assert store.open_series() <= 3
+    records = sorted((tmp_path / "data" / "site" / "raw" / "1.2.3").glob("*.json"))
+    assert len(records) == 8
+    assert all(json.loads(r.read_text())["NumFiles"] == "1" for r in records)

@@ -164,9 +164,9 @@ class Store:
                 state=state, disk=_signature(state_path), lock_key=where.record,
                 dirty=behind,  # a lost or stale record is written again
             )
+            if len(self._series) >= self.max_open:
+                self._evict(force=True)  # before adding: the new entry must stay open
             self._series[where.record] = entry
-            if len(self._series) > self.max_open:
-                self._evict(force=True)
         entry.used_at = self.clock()
         return entry
 
