@@ -30,6 +30,7 @@ class CatchUp(Protocol):
 
 
 CHECK_EVERY = 0.1  # seconds between checks for due records while lines stream in
+DRAIN_EVERY = 2.0  # seconds between looks at the spool while lines stream in
 SPOOL_CHUNK = 500
 
 
@@ -47,13 +48,17 @@ class Control:
             wake()
 
 
-def drain_spool(runtime: Runtime, spool: Spool) -> int:
-    """Sort every spooled notification in arrival order; remove each once its output is durable."""
+def drain_spool(runtime: Runtime, spool: Spool, stop: Callable[[], bool] = lambda: False) -> int:
+    """Sort spooled notifications in arrival order; remove each once its output is durable.
+
+    Entries stay when a record could not be written (a full disk): they are sorted again
+    (a no-op for what was filed) at the next drain. ``stop()`` ends it between chunks.
+    """
     done = 0
-    while True:
+    while not stop():
         entries = spool.entries()[:SPOOL_CHUNK]
         if not entries:
-            return done
+            break
         for entry in entries:
             try:
                 line = spool.read(entry)
@@ -62,9 +67,12 @@ def drain_spool(runtime: Runtime, spool: Spool) -> int:
                 continue
             runtime.pipeline.feed_line(line)
         runtime.flush(everything=True)
+        if runtime.store.dirty():
+            break
         for entry in entries:
             spool.remove(entry)
         done += len(entries)
+    return done
 
 
 def run_loop(
@@ -76,14 +84,18 @@ def run_loop(
 ) -> None:
     """Sort every line of ``lines``; ``None`` items are idle ticks (flush everything).
 
+    ``on_idle`` (the spool drain) runs on idle ticks, and every ``DRAIN_EVERY`` seconds while
+    lines stream in without a pause.
+
     Any iterable works, so tests hand it a list and the daemon hands it the pipe reader.
     """
-    checked = clock()
+    checked = drained = clock()
     for item in lines:
         if item is None:
             runtime.flush(everything=True)
             if on_idle is not None:
                 on_idle()
+                drained = clock()
         elif isinstance(item, LongLine):
             log.error("pipe line rejected: longer than %d bytes, starts %r", item.limit, item.head)
         else:
@@ -92,6 +104,9 @@ def run_loop(
             if now - checked >= CHECK_EVERY:
                 runtime.flush()
                 checked = now
+            if on_idle is not None and now - drained >= DRAIN_EVERY:  # busy: drain anyway
+                on_idle()
+                drained = now
         if control.reload:
             control.reload = False
             reload_rules(runtime)
@@ -158,12 +173,13 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
         if ready is not None:
             ready()
         spool.clean_temp()
-        drained = drain_spool(runtime, spool)
+        drained = drain_spool(runtime, spool, stop=lambda: control.stop)
         if drained:
             log.info("%s: sorted %d spooled notification(s)", settings.spool_dir, drained)
         if catch_up is not None and settings.catch_up and not control.stop:
             catch_up(runtime, since, stop=lambda: control.stop)
-        run_loop(reader, runtime, control, on_idle=lambda: _drain_quietly(runtime, spool))
+        run_loop(reader, runtime, control,
+                 on_idle=lambda: _drain_quietly(runtime, spool, lambda: control.stop))
     finally:
         _remove_fifo(settings.pipe)  # new notifications go to the spool from now on
         reader.stop()
@@ -187,7 +203,7 @@ def _remove_fifo(path: str) -> None:
         log.error("%s: cannot remove the pipe: %s", path, exc.strerror)
 
 
-def _drain_quietly(runtime: Runtime, spool: Spool) -> None:
-    drained = drain_spool(runtime, spool)
+def _drain_quietly(runtime: Runtime, spool: Spool, stop: Callable[[], bool]) -> None:
+    drained = drain_spool(runtime, spool, stop)
     if drained:
         log.info("%s: sorted %d spooled notification(s)", spool.directory, drained)
