@@ -442,7 +442,9 @@ def test_sigkill_inside_writes_at_random_then_resending_everything_gives_the_sam
             sender.join(60)
             if wait_through(site, corpus.files[0], alive=partial(_alive, daemon)):
                 code, out = stop(daemon)  # it got through this round without reaching nth
-                assert code == 0, out
+                # ... unless the writes of its clean stop (records, heartbeat) reach it
+                assert code in (0, -signal.SIGKILL), out
+                killed += code == -signal.SIGKILL
                 continue
             assert daemon.wait(timeout=10) == -signal.SIGKILL
             daemon.communicate()
