@@ -227,23 +227,24 @@ def _from_functional_groups(
             return
 
 
-def _per_image_fields(ds: Dataset) -> dict[str, str]:
-    """The fields a later image of a known series contributes (see ``PER_IMAGE_KEYS``)."""
+def _plain_fields(ds: Dataset, tags: tuple[tuple[str, int], ...]) -> dict[str, str]:
+    """``{key: str(value)}`` of the elements ``tags`` present in ``ds``."""
     fields = {}
-    for key, tag in _PER_IMAGE_TAGS:
+    for key, tag in tags:
         value = element_text(ds, tag)
         if value is not None:
             fields[key] = value
     return fields
 
 
+def _per_image_fields(ds: Dataset) -> dict[str, str]:
+    """The fields a later image of a known series contributes (see ``PER_IMAGE_KEYS``)."""
+    return _plain_fields(ds, _PER_IMAGE_TAGS)
+
+
 def record_fields(ds: Dataset) -> dict[str, str]:
     """The series-record fields read from plain elements (no CSA), OSLevel from the text."""
-    fields = {}
-    for key, tag in RECORD_TAGS:
-        value = element_text(ds, tag)
-        if value is not None:
-            fields[key] = value
+    fields = _plain_fields(ds, RECORD_TAGS)
     fields.setdefault("StudyDescription", "missing")
     sop_class = element_text(ds, _SOP_CLASS)
     if sop_class is not None:
