@@ -11,6 +11,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .errors import NotificationError
@@ -52,14 +53,22 @@ class Pipeline:
         self.workers = workers
         self.on_done = on_done
         self._batch: list[Arrival] = []
-        self._inflight: deque[tuple[list[Arrival], Future[list[Examined]]]] = deque()
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 1:
-            ctx = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=ctx,
-                initializer=_init_worker, initargs=(examiner,),
-            )
+        self._inflight: deque[
+            tuple[list[Arrival], Future[list[Examined]], ProcessPoolExecutor]
+        ] = deque()
+        self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 1 else None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_worker, initargs=(self.examiner,),
+        )
+
+    def _renew_pool(self, broken: ProcessPoolExecutor) -> None:
+        """A worker died (killed, out of memory): the pool is broken; start a new one."""
+        if self._pool is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
 
     def feed_line(self, raw: bytes | str) -> None:
         try:
@@ -85,16 +94,23 @@ class Pipeline:
         if not self._batch or self._pool is None:
             return
         batch, self._batch = self._batch, []
-        self._inflight.append((batch, self._pool.submit(_examine_batch, batch, self.rule_keys())))
+        try:
+            future = self._pool.submit(_examine_batch, batch, self.rule_keys())
+        except BrokenProcessPool:
+            self._renew_pool(self._pool)
+            future = self._pool.submit(_examine_batch, batch, self.rule_keys())
+        self._inflight.append((batch, future, self._pool))
 
     def _collect(self, block: bool) -> None:
         while self._inflight and (block or self._inflight[0][1].done()):
-            batch, future = self._inflight.popleft()
+            batch, future, pool = self._inflight.popleft()
             try:
                 results = future.result()
             except Exception as exc:  # a worker died: examine this batch here instead
                 log.error("worker failed (%s); examining %d file(s) in the main process",
-                          exc, len(batch))
+                          exc or type(exc).__name__, len(batch))
+                if isinstance(exc, BrokenProcessPool):
+                    self._renew_pool(pool)
                 results = [self._examine_inline(a) for a in batch]
             for ex in results:
                 self._apply(ex)
