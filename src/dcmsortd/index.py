@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,23 @@ class ProcessedIndex:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._setup()
         self._pending: list[tuple[str, int, int, str]] = []
         self._failing = False  # a commit failed: logged once, retried at the next commit
+
+    def _setup(self, attempts: int = 100) -> None:
+        """Switch to WAL and create the table. Two processes (the daemon and an import)
+        opening a new index at once can find it locked without SQLite's busy wait: retry."""
+        for attempt in range(attempts):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.1)
 
     def record(self, path: str, size: int, mtime_ns: int, outcome: str) -> None:
         self._pending.append((path, size, mtime_ns, outcome))

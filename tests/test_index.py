@@ -1,0 +1,33 @@
+"""The processed-files index: processes opening a new index at the same moment all work."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+from dcmsortd.index import ProcessedIndex
+
+
+def _open_and_record(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    barrier.wait()
+    index = ProcessedIndex(path)
+    index.record(f"/archive/{os.getpid()}", 1, 2, "sorted")
+    index.commit()
+    index.close()
+
+
+def test_processes_creating_the_index_at_once_all_succeed(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(15):
+        path = str(tmp_path / f"r{round_}" / "processed.sqlite")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_and_record, args=(path, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        index = ProcessedIndex(path)
+        assert len(index.snapshot()) == 4
+        index.close()
