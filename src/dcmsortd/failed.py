@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .episode import Episode
+
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 100_000
@@ -28,7 +30,7 @@ class FailedList:
         self.path = path
         self._clock = clock
         self._waiting: deque[str] = deque(maxlen=MAX_WAITING)
-        self._failing = False
+        self._episode = Episode(log)
 
     def add(self, path: str, reason: str) -> None:
         """List one file that could not be filed, with the reason."""
@@ -48,14 +50,11 @@ class FailedList:
         try:
             self._append()
         except OSError as exc:
-            if not self._failing:
-                log.error("%s: cannot append to the failed list, %d line(s) kept to append "
-                          "later: %s", self.path, len(self._waiting), exc.strerror or exc)
-            self._failing = True
+            self._episode.failed("%s: cannot append to the failed list, %d line(s) kept to "
+                                 "append later: %s", self.path, len(self._waiting),
+                                 exc.strerror or exc)
             return
-        if self._failing:
-            log.info("%s: the failed list is written again", self.path)
-            self._failing = False
+        self._episode.worked("%s: the failed list is written again", self.path)
 
     def _append(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -10,6 +10,8 @@ import os
 import sqlite3
 import time
 
+from .episode import Episode
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -31,7 +33,7 @@ class ProcessedIndex:
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         self._setup()
         self._pending: list[tuple[str, int, int, str]] = []
-        self._failing = False  # a commit failed: logged once, retried at the next commit
+        self._episode = Episode(log)  # a commit failed: logged once, retried at the next commit
 
     def _setup(self, attempts: int = 100) -> None:
         """Switch to WAL and create the table. Two processes (the daemon and an import)
@@ -65,14 +67,10 @@ class ProcessedIndex:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self._pending = rows + self._pending
-            if not self._failing:
-                log.error("%s: cannot update the processed-files index, will retry: %s",
-                          self.path, exc)
-            self._failing = True
+            self._episode.failed(
+                "%s: cannot update the processed-files index, will retry: %s", self.path, exc)
             return
-        if self._failing:
-            log.info("%s: the processed-files index is updated again", self.path)
-            self._failing = False
+        self._episode.worked("%s: the processed-files index is updated again", self.path)
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
         """Every known path with its (size, mtime_ns)."""

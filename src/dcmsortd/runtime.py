@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from . import fsio
 from .config import Settings
+from .episode import Episode
 from .failed import FailedList
 from .index import ProcessedIndex
 from .pipeline import Pipeline
@@ -34,7 +35,7 @@ class Runtime:
     _beat_at: float = field(default=0.0)
     # writes that keep failing (a full or read-only disk) are logged once, not at every flush
     _failing_records: set[str] = field(default_factory=set)
-    _failing_beat: bool = False
+    _beat_episode: Episode = field(default_factory=lambda: Episode(log))
 
     @property
     def rules(self) -> RuleSet:
@@ -77,13 +78,9 @@ class Runtime:
         try:
             fsio.write_json(path, {"last_alive": now}, self.store.temp_dir)
         except OSError as exc:
-            if not self._failing_beat:
-                log.error("%s: cannot write the heartbeat, will retry: %s", path, exc)
-            self._failing_beat = True
+            self._beat_episode.failed("%s: cannot write the heartbeat, will retry: %s", path, exc)
             return
-        if self._failing_beat:
-            log.info("%s: the heartbeat is written again", path)
-            self._failing_beat = False
+        self._beat_episode.worked("%s: the heartbeat is written again", path)
 
     def close(self) -> None:
         self.pipeline.close()
