@@ -47,14 +47,31 @@ class CsaError(DcmsortdError):
     """A CSA header is present but cannot be read."""
 
 
-def raw_header(ds: Any, kind: str) -> bytes | None:
+_UNSEARCHED = -1
+
+
+def block_start(ds: Any) -> int | None:
+    """Element base (0xXX00) of the ``SIEMENS CSA HEADER`` block, None when absent.
+
+    Raises :class:`CsaError` when a private creator cannot be decoded. Pass the result to
+    :func:`raw_header` when reading both headers of one dataset, to search only once.
+    """
+    try:
+        return _block_start(ds)
+    except Exception as exc:  # pydicom's conversion of untrusted bytes can raise anything
+        raise CsaError(f"not decodable: {type(exc).__name__}: {exc}") from exc
+
+
+def raw_header(ds: Any, kind: str, start: int | None = _UNSEARCHED) -> bytes | None:
     """Return the bytes of the CSA ``image`` or ``series`` header of ``ds``, or None.
 
+    ``start`` is the block's base as :func:`block_start` found it (searched when not given).
     Raises :class:`CsaError` when the private block exists but the element is not binary.
     """
     offset = _OFFSETS[kind]
     try:
-        start = _block_start(ds)
+        if start == _UNSEARCHED:
+            start = _block_start(ds)
         if start is None:
             return None
         tag = _GROUP << 16 | start | offset
@@ -77,9 +94,9 @@ def parse(raw: bytes) -> CsaHeader:
     return {_as_str(name): tag["items"] for name, tag in parsed["tags"].items()}
 
 
-def header(ds: Any, kind: str) -> CsaHeader | None:
+def header(ds: Any, kind: str, start: int | None = _UNSEARCHED) -> CsaHeader | None:
     """Return the parsed CSA ``image`` or ``series`` header of ``ds``, or None if absent."""
-    raw = raw_header(ds, kind)
+    raw = raw_header(ds, kind, start)
     return None if raw is None else parse(raw)
 
 

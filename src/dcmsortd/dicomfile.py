@@ -33,6 +33,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .errors import HeaderError
+from .leanread import read_lean
 
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
@@ -56,6 +57,12 @@ def _read_open(fp: BinaryIO) -> Dataset:
     size = os.fstat(fp.fileno()).st_size
     if size == 0:
         raise HeaderError("empty file")
+    lean = read_lean(fp, size)
+    if lean is not None:
+        ds, end, implicit = lean
+        _check_lean(ds, fp, size, end, implicit)
+        return ds
+    fp.seek(0)
     ds = _parse(fp, _needs_force(fp, size))
     _check_complete(ds, fp, size)
     return ds
@@ -119,6 +126,15 @@ def _check_complete(ds: Dataset, fp: BinaryIO, size: int) -> None:
         _check_pixel_data(fp, size, pos, bool(implicit), endian)
     else:
         _check_last_element(ds, size)
+
+
+def _check_lean(ds: Dataset, fp: BinaryIO, size: int, end: int, implicit: bool) -> None:
+    """The checks of :func:`_check_complete` for a file :func:`read_lean` read whole."""
+    if end < size:
+        fp.seek(end)
+        _check_pixel_data(fp, size, end, implicit, "<")
+    elif _ROWS in ds:
+        raise HeaderError("truncated: an image header (Rows) without pixel data")
 
 
 def _check_pixel_data(fp: BinaryIO, size: int, pos: int, implicit: bool, endian: str) -> None:

@@ -12,8 +12,11 @@ Siemens: the CSA image header gives ``PhaseEncodingDirectionPositive`` and the d
 entry; the protocol in the CSA series header gives ``siemensUUID``, ``NumSlices``,
 ``MeasID`` and overrides ``OSLevel``. The series header (~100 KB, ~1-5 ms to parse) is
 parsed once per series and content: :class:`SeriesCache` keys it by SeriesInstanceUID, the
-header's length and its CRC-32. A corrupt CSA header is logged and its fields left out;
-the image is still sorted.
+header's length and its CRC-32. The image header (~100 tags) is parsed for the first
+image of a series this process reads and, after that, only in series whose images carry
+diffusion information (Siemens writes DiffusionDirectionality in every image of a
+diffusion series, b=0 included); later images of other series add nothing from it.
+A corrupt CSA header is logged and its fields left out; the image is still sorted.
 
 Values are decoded without pydicom's validation (it only warns, at a high cost); other
 pydicom warnings are logged at DEBUG, not raised.
@@ -127,17 +130,26 @@ class SeriesCache:
         self.hits = 0
         self.misses = 0
         self._data: OrderedDict[SeriesKey, Mapping[str, str]] = OrderedDict()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, bool] = OrderedDict()  # series UID -> diffusion seen
 
     def first_time(self, series_uid: str) -> bool:
         """True the first time (in this process, lately) an image of the series is read."""
         if series_uid in self._seen:
             self._seen.move_to_end(series_uid)
             return False
-        self._seen[series_uid] = None
+        self._seen[series_uid] = False
         while len(self._seen) > self.maxsize * 16:
             self._seen.popitem(last=False)
         return True
+
+    def mark_diffusion(self, series_uid: str) -> None:
+        """Note that an image of the series carries diffusion information."""
+        if series_uid in self._seen:
+            self._seen[series_uid] = True
+
+    def diffusion(self, series_uid: str) -> bool:
+        """False only for a series read here before whose first image had no diffusion."""
+        return self._seen.get(series_uid, True)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -194,9 +206,16 @@ def instance_from_dataset(
         complete = full or cache is None or cache.first_time(series_uid)
         fields = record_fields(ds) if complete else _per_image_fields(ds)
         fields.update({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid})
-        image_csa = _csa_header(ds, "image", path)
+        block = _csa_block(ds, path)
+        image_csa = None
+        if block is not None and (complete or cache is None or cache.diffusion(series_uid)):
+            image_csa = _csa_header(ds, "image", path, block)
         fields.update(_image_csa_fields(image_csa))
-        fields.update(_series_fields(ds, series_uid, path, cache))
+        diffusion = diffusion_entry(image_csa, sop_uid, fields.get("InstanceNumber", ""))
+        if diffusion is not None and cache is not None:
+            cache.mark_diffusion(series_uid)
+        if block is not None:
+            fields.update(_series_fields(ds, series_uid, path, cache, block))
         modality = fields.get("Modality", "")
         return Instance(
             path=path,
@@ -209,7 +228,7 @@ def instance_from_dataset(
             study_time=fields.get("StudyTime", ""),
             manufacturer=fields.get("Manufacturer", ""),
             fields=fields,
-            diffusion=diffusion_entry(image_csa, sop_uid, fields.get("InstanceNumber", "")),
+            diffusion=diffusion,
             sr=sr_entry(ds, sop_uid, study_uid) if modality == "SR" else None,
             rule_values=_rule_values(ds, rule_keys),
             complete=complete,
@@ -329,9 +348,17 @@ def _uid(ds: Dataset, tag: int, name: str) -> str:
     return uid
 
 
-def _csa_header(ds: Dataset, kind: str, path: str) -> csa.CsaHeader | None:
+def _csa_block(ds: Dataset, path: str) -> int | None:
     try:
-        return csa.header(ds, kind)
+        return csa.block_start(ds)
+    except csa.CsaError as exc:
+        logger.warning("%s: CSA headers ignored: %s", path, exc)
+        return None
+
+
+def _csa_header(ds: Dataset, kind: str, path: str, block: int) -> csa.CsaHeader | None:
+    try:
+        return csa.header(ds, kind, block)
     except csa.CsaError as exc:
         logger.warning("%s: CSA %s header ignored: %s", path, kind, exc)
         return None
@@ -345,10 +372,10 @@ def _image_csa_fields(image_csa: csa.CsaHeader | None) -> dict[str, str]:
 
 
 def _series_fields(
-    ds: Dataset, series_uid: str, path: str, cache: SeriesCache | None
+    ds: Dataset, series_uid: str, path: str, cache: SeriesCache | None, block: int
 ) -> Mapping[str, str]:
     try:
-        raw = csa.raw_header(ds, "series")
+        raw = csa.raw_header(ds, "series", block)
     except csa.CsaError as exc:
         logger.warning("%s: CSA series header ignored: %s", path, exc)
         return {}

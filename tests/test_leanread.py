@@ -1,0 +1,171 @@
+"""The lean header reader gives the dataset pydicom gives, or hands the file to pydicom.
+
+Every real file we have (pydicom's bundled files, nibabel's Siemens files, the shared
+scanner files) is read both ways: each top-level element renders the same text, the
+encodings agree, and the Instance extracted from either is equal.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file, get_testdata_files
+
+from dcmsortd.dicomfile import read_dataset
+from dcmsortd.elements import element_text
+from dcmsortd.header import SeriesCache, instance_from_dataset, read_instance
+from dcmsortd.leanread import FIRST_READ, read_lean
+from realfiles import nibabel_data, shared_dir
+
+
+def _lean(path: Path) -> pydicom.Dataset | None:
+    with open(path, "rb") as fp:
+        found = read_lean(fp, path.stat().st_size)
+    return None if found is None else found[0]
+
+
+def _real_files(tmp: Path) -> list[Path]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "download failures": only bundled files are used
+        files = [Path(f) for f in get_testdata_files("*.dcm")]
+    import nibabel.nicom.tests as nicom_tests
+
+    for name in glob.glob(os.path.join(os.path.dirname(nicom_tests.__file__), "data", "*")):
+        if name.endswith(".dcm"):
+            files.append(Path(name))
+        elif name.endswith(".dcm.gz"):
+            out = tmp / Path(name).name.removesuffix(".gz")
+            out.write_bytes(gzip.decompress(Path(name).read_bytes()))
+            files.append(out)
+    files += sorted(shared_dir().glob("*.dcm"))
+    return files
+
+
+@pytest.fixture(scope="module")
+def real_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return _real_files(tmp_path_factory.mktemp("gunzipped"))
+
+
+def test_every_file_read_lean_equals_pydicom(real_files: list[Path]) -> None:
+    lean_count = 0
+    for path in real_files:
+        ds = _lean(path)
+        if ds is None:
+            continue
+        lean_count += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = pydicom.dcmread(path, stop_before_pixels=True)
+        tags = [int(t) for t in ref.keys()]  # noqa: SIM118 (a Dataset iterates its elements)
+        assert [int(t) for t in ds.keys()] == tags, path  # noqa: SIM118
+        for tag in tags:
+            assert element_text(ds, tag) == element_text(ref, tag), (path, hex(tag))
+        assert ds.original_encoding == ref.original_encoding, path
+        assert ds.original_character_set == ref.original_character_set, path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                expected = instance_from_dataset(ref, str(path), full=True)
+            except Exception as exc:  # noqa: BLE001 - the lean dataset must fail alike
+                with pytest.raises(type(exc)):
+                    instance_from_dataset(ds, str(path), full=True)
+                continue
+            assert instance_from_dataset(ds, str(path), full=True) == expected, path
+    # most of them are explicit/implicit little endian with a preamble: the lean path
+    assert lean_count >= 60
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("MR_small_bigendian.dcm", "big endian"),
+        ("image_dfl.dcm", "deflated"),
+        ("no_meta.dcm", "no preamble"),
+        ("UN_sequence.dcm", "undefined-length UN"),
+        ("SC_rgb_jpeg.dcm", "data set encoded otherwise than its transfer syntax says"),
+        ("rtplan_truncated.dcm", "a value runs past the end"),
+        ("meta_missing_tsyntax.dcm", "no transfer syntax"),
+    ],
+)
+def test_what_the_lean_reader_leaves_to_pydicom(name: str, why: str) -> None:
+    path = Path(get_testdata_file(name))
+    assert _lean(path) is None, why
+
+
+def test_a_header_longer_than_the_first_read_is_read_whole(tmp_path: Path) -> None:
+    """A header past FIRST_READ bytes (a long private element) is read on demand."""
+    src = Path(get_testdata_file("MR_small.dcm"))
+    ds = pydicom.dcmread(src)
+    ds.add_new(0x00291010, "OB", b"\x01" * (FIRST_READ * 2 + 4))
+    ds.add_new(0x00321060, "LO", "after the long element")
+    out = tmp_path / "long.dcm"
+    ds.save_as(out)
+    lean = _lean(out)
+    assert lean is not None
+    assert lean[0x00291010].value == b"\x01" * (FIRST_READ * 2 + 4)
+    assert element_text(lean, 0x00321060) == "after the long element"
+    assert element_text(lean, 0x00100020) == ds.PatientID
+
+
+def test_undefined_length_sequences_are_kept_and_convert_like_pydicom(tmp_path: Path) -> None:
+    """An undefined-length sequence with undefined-length items is skipped, not parsed,
+    yet its items read back as pydicom reads them."""
+    src = Path(get_testdata_file("MR_small.dcm"))
+    ds = pydicom.dcmread(src)
+    inner = pydicom.Dataset()
+    inner.CodeMeaning = "nested"
+    item = pydicom.Dataset()
+    item.ConceptNameCodeSequence = pydicom.Sequence([inner])
+    item.TextValue = "x" * 9
+    ds.ContentSequence = pydicom.Sequence([item, item])
+    ds.ContentSequence.is_undefined_length = True
+    for it in ds.ContentSequence:
+        it.is_undefined_length_sequence_item = True
+    ds["ContentSequence"].is_undefined_length = True
+    out = tmp_path / "sq.dcm"
+    ds.save_as(out)
+    lean = _lean(out)
+    assert lean is not None
+    ref = pydicom.dcmread(out, stop_before_pixels=True)
+    assert len(lean.ContentSequence) == 2
+    assert lean.ContentSequence[1].ConceptNameCodeSequence[0].CodeMeaning == "nested"
+    assert str(lean.ContentSequence) == str(ref.ContentSequence)
+    assert element_text(lean, 0x00100010) == element_text(ref, 0x00100010)
+
+
+def test_truncated_pixel_data_is_still_caught(tmp_path: Path) -> None:
+    data = Path(get_testdata_file("MR_small.dcm")).read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:-1000])  # into the pixel data (the last bytes are padding)
+    from dcmsortd.errors import HeaderError
+
+    with pytest.raises(HeaderError, match="truncated: pixel data declares"):
+        read_dataset(str(cut))
+
+
+def test_later_images_of_a_non_diffusion_series_skip_the_csa_image_header(
+    tmp_path: Path,
+) -> None:
+    """The first image of a series gets its CSA image fields; a later one of a series
+    without diffusion information does not need them (the record keeps the first's);
+    every image of a diffusion series keeps its diffusion entry."""
+    cache = SeriesCache()
+    vb17 = shared_dir() / "siemens_vb17_axial.dcm"
+    if not vb17.is_file():
+        pytest.skip(f"real DICOM siemens_vb17_axial.dcm not found in {vb17.parent}")
+    first = read_instance(str(vb17), cache=cache)
+    later = read_instance(str(vb17), cache=cache)
+    assert first.complete and "PhaseEncodingDirectionPositive" in first.fields
+    assert not later.complete and "PhaseEncodingDirectionPositive" not in later.fields
+    assert later.fields["NumSlices"] == first.fields["NumSlices"] == "35"  # protocol still read
+    dwi = nibabel_data("siemens_dwi_1000.dcm.gz", tmp_path)
+    assert read_instance(str(dwi), cache=cache).diffusion is not None
+    again = read_instance(str(dwi), cache=cache)
+    assert not again.complete
+    assert again.diffusion is not None and again.diffusion.b_value == "1000"
