@@ -169,3 +169,25 @@ def test_later_images_of_a_non_diffusion_series_skip_the_csa_image_header(
     again = read_instance(str(dwi), cache=cache)
     assert not again.complete
     assert again.diffusion is not None and again.diffusion.b_value == "1000"
+
+
+def test_reading_only_the_wanted_tags_gives_the_same_instance(real_files: list[Path]) -> None:
+    """read_instance keeps only the elements the record and the rules read: the Instance
+    (rule values included, for the packaged rules and a rule on a private tag) equals the
+    one extracted from pydicom's complete dataset."""
+    from dcmsortd.errors import HeaderError
+    from dcmsortd.rules import default_rules
+
+    keys = default_rules().tag_keys() | {(0x0019, 0x100C), (0x0029, 0x1008), "Rows"}
+    compared = 0
+    for path in real_files:
+        try:
+            inst = read_instance(str(path), keys)
+        except HeaderError:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            assert instance_from_dataset(ref, str(path), keys) == inst, path
+        compared += 1
+    assert compared >= 60

@@ -107,6 +107,20 @@ def test_classify_is_idempotent(ruleset: RuleSet, record: dict[str, Any],
             assert report.type in first.vetoed
 
 
+@FAST
+@given(rule_sets(), st.lists(st.tuples(records, values, st.lists(st.sampled_from(TYPES),
+                                                                  max_size=3)),
+                             min_size=2, max_size=8))
+def test_remembered_outcomes_equal_fresh_ones(ruleset: RuleSet,
+                                              images: list[tuple[Any, Any, list[str]]]) -> None:
+    """classify remembers outcomes by what they depend on: a series of images, some alike,
+    some differing only in a value's type (1, 1.0, "1"), classifies as a fresh rule set
+    (nothing remembered) classifies each one."""
+    for record, image, current in images + images:
+        expected = RuleSet(ruleset.source, ruleset.rules)._classify(record, image, current, [])
+        assert ruleset.classify(record, image, current, []) == expected
+
+
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
               st.sampled_from(["yes", "no", "SeriesLevel", "regexp", "approx", "exist", "(",
@@ -150,3 +164,11 @@ def test_random_text_never_crashes_the_loader(text: str) -> None:
 @given(st.text(alphabet='[]{}",:0123456789.-eE tnrufalsyxgp\\', max_size=60))
 def test_json_like_text_never_crashes_the_loader(text: str) -> None:
     _loads_or_rules_error(text)
+
+
+def test_remembered_outcomes_tell_value_types_apart() -> None:
+    ruleset = parse_rules(json.dumps([{"type": "ONE", "rules": [
+        {"tag": ["EchoTime"], "operator": "regexp", "value": "^1$"}]}]), "t")
+    outcomes = [ruleset.classify({"EchoTime": value}, {}, [], []).types
+                for value in (1.0, 1, "1", True, 1.0)]
+    assert outcomes == [[], ["ONE"], ["ONE"], [], []]

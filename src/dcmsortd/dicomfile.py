@@ -44,20 +44,24 @@ _RAW_START_GROUPS = {0x0002, 0x0008}
 _ROWS = 0x00280010
 
 
-def read_dataset(path: str) -> Dataset:
-    """Read the header of the DICOM file at ``path`` (no pixel data); raise HeaderError."""
+def read_dataset(path: str, wanted: frozenset[int] | None = None) -> Dataset:
+    """Read the header of the DICOM file at ``path`` (no pixel data); raise HeaderError.
+
+    ``wanted``: the top-level tags the caller needs; other elements may be left out (see
+    :func:`~dcmsortd.leanread.read_lean`). None: every element.
+    """
     with _open_regular(path) as fp:
         try:
-            return _read_open(fp)
+            return _read_open(fp, wanted)
         except OSError as exc:  # an I/O error while reading
             raise HeaderError(f"unreadable: {exc.strerror or exc}") from exc
 
 
-def _read_open(fp: BinaryIO) -> Dataset:
+def _read_open(fp: BinaryIO, wanted: frozenset[int] | None) -> Dataset:
     size = os.fstat(fp.fileno()).st_size
     if size == 0:
         raise HeaderError("empty file")
-    lean = read_lean(fp, size)
+    lean = read_lean(fp, size, wanted)
     if lean is not None:
         ds, end, implicit = lean
         _check_lean(ds, fp, size, end, implicit)

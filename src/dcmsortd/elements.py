@@ -9,6 +9,13 @@ would write Python rather than DICOM:
   text with its NUL/space padding removed, which is what FIONA's Python 2 daemon wrote.
 
 A value pydicom cannot decode (corrupt bytes) counts as absent: nothing here raises.
+
+Most elements of an image repeat those of the image before (PatientID, Modality, the
+rules' tags...), so :func:`value_of` remembers what pydicom made of the same raw bytes
+(same tag, VR, encoding and character set). The result is exactly pydicom's: only an
+element whose conversion depends on anything else (a private element read without VR,
+whose VR comes from its private creator; an ambiguous VR such as "US or SS") is always
+converted afresh. The memory is per process and bounded.
 """
 
 from __future__ import annotations
@@ -25,22 +32,64 @@ from pydicom.valuerep import AMBIGUOUS_VR
 
 logger = logging.getLogger(__name__)
 
+MEMO_ENTRIES = 8192  # cleared when full: a new series refills it within a few images
+MEMO_VALUE_BYTES = 512  # longer values (CSA headers, protocol text) are not remembered
+_memo: dict[tuple[Any, ...], Any] = {}
+
+
+class Absent:
+    """The type of :data:`ABSENT`."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = Absent()
+
+
+def value_of(ds: Dataset, tag: int) -> Any:
+    """The converted value of element ``tag`` of ``ds``, or ABSENT; raises on corrupt bytes.
+
+    The element is converted without being stored back (``ds[tag]`` does the same
+    conversion, then looks the element up three more times).
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ABSENT
+    if not isinstance(elem, RawDataElement):
+        return elem.value
+    raw = elem.value
+    key = None
+    if (
+        isinstance(raw, bytes)
+        and len(raw) <= MEMO_VALUE_BYTES
+        and elem.VR not in AMBIGUOUS_VR
+        and elem.VR != "SQ"
+        and (elem.VR is not None or not tag >> 16 & 1)
+    ):
+        charset = ds.original_character_set
+        key = (tag, elem.VR, raw, elem.is_implicit_VR, elem.is_little_endian,
+               charset if isinstance(charset, str) else tuple(charset))
+        found = _memo.get(key, ABSENT)
+        if found is not ABSENT:
+            return found
+    converted = convert_raw_data_element(elem, encoding=ds.original_character_set, ds=ds)
+    if converted.VR in AMBIGUOUS_VR:
+        return ds[tag].value  # pydicom resolves "US or SS" and the like from the dataset
+    if key is not None and converted.VR != "SQ":
+        if len(_memo) >= MEMO_ENTRIES:
+            _memo.clear()
+        _memo[key] = converted.value
+    return converted.value
+
 _ITEM_LE, _ITEM_BE = b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00"  # (FFFE,E000)
 
 
 def element_text(ds: Dataset, tag: int) -> str | None:
     """The element's value as record text (see the module notes), None when absent."""
     try:
-        elem = ds.get_item(tag)
-        if elem is None:
-            return None
-        if isinstance(elem, RawDataElement):
-            # convert without storing back: ``ds[tag]`` does the same conversion, then
-            # looks the element up three more times (half the cost of a record's values)
-            elem = convert_raw_data_element(elem, encoding=ds.original_character_set, ds=ds)
-            if elem.VR in AMBIGUOUS_VR:
-                elem = ds[tag]  # pydicom resolves "US or SS" and the like from the dataset
-        return render(elem.value)
+        value = value_of(ds, tag)
+        return None if value is ABSENT else render(value)
     except Exception as exc:  # pydicom's conversion of untrusted bytes can raise anything
         logger.debug("element (%04X,%04X) not decodable: %r", tag >> 16, tag & 0xFFFF, exc)
         return None

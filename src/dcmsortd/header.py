@@ -31,6 +31,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 from pydicom import config as pydicom_config
@@ -41,7 +42,7 @@ from .dicomfile import read_dataset
 from .elements import element_text, nested_text
 from .errors import HeaderError
 from .instance import DiffusionEntry, Instance, SrEntry, TagKey
-from .tagvalues import values_from_dataset
+from .tagvalues import rule_tag, values_from_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -179,12 +180,28 @@ def read_instance(
     """Read the header of the file at ``path`` into an Instance; raise HeaderError."""
     try:
         with _lenient(path):
-            ds = read_dataset(path)
+            ds = read_dataset(path, wanted_tags(rule_keys))
             return instance_from_dataset(ds, path, rule_keys, cache, full)
     except HeaderError:
         raise
     except Exception as exc:  # the contract: any file content gives HeaderError, nothing else
         raise HeaderError(f"unexpected {type(exc).__name__} reading the header: {exc}") from exc
+
+
+# Top-level tags instance_from_dataset reads (rule keys add theirs; the CSA block, group
+# 0x0028 and private creators are always kept by the reader).
+_WANTED = frozenset(
+    [tag for _, tag in RECORD_TAGS + UID_TAGS + _SR_TAGS]
+    + [0x00100020, _SHARED_GROUPS, _PER_FRAME_GROUPS, _PHASE_ENCODING_STEPS[0],
+       _PRIVATE_0021_1106[0], _DOCUMENT_TITLE[0]]
+    + [inner[0] for _, inner in _FUNCTIONAL_GROUP_FALLBACKS]
+)
+
+
+@lru_cache(maxsize=16)
+def wanted_tags(rule_keys: frozenset[TagKey]) -> frozenset[int]:
+    """The top-level tags an Instance needs: the record's and those the rules read."""
+    return _WANTED | frozenset(t for t in map(rule_tag, rule_keys) if t is not None)
 
 
 def instance_from_dataset(

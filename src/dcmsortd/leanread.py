@@ -42,6 +42,7 @@ _VRS = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI "
     b"UL UN UR US UT UV".split()
 )
+_VR_NAMES = {vr: vr.decode() for vr in _VRS}
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _IMPLICIT = struct.Struct("<HHL")
 _EXPLICIT = struct.Struct("<HH2sH")
@@ -75,8 +76,13 @@ class _Buffer:
         return data
 
 
-def read_lean(fp: BinaryIO, size: int) -> tuple[Dataset, int, bool] | None:
+def read_lean(
+    fp: BinaryIO, size: int, wanted: frozenset[int] | None = None
+) -> tuple[Dataset, int, bool] | None:
     """Read the header of the open file ``fp`` of ``size`` bytes, or None (use pydicom).
+
+    ``wanted``: the top-level tags the caller will look at; the dataset then holds those
+    (and the ones :func:`kept` names) only. None keeps every element.
 
     Returns the dataset (top level, no file meta, no pixel data), the offset where the
     pixel data element starts (``size`` when there is none) and whether the data set is
@@ -89,7 +95,7 @@ def read_lean(fp: BinaryIO, size: int) -> tuple[Dataset, int, bool] | None:
         transfer_syntax, pos = _file_meta(buf, 132)
         implicit = _encoding(transfer_syntax)
         _check_first_vr(buf, pos, implicit)
-        elements, charset, end = _top_level(buf, pos, implicit)
+        elements, charset, end = _top_level(buf, pos, implicit, wanted)
     except Exception:  # noqa: BLE001 - whatever surprised us, pydicom reads (or words) it
         return None
     ds = Dataset(elements)  # type: ignore[arg-type]  # pydicom's hint is invariant
@@ -143,9 +149,13 @@ def _check_first_vr(buf: _Buffer, pos: int, implicit: bool) -> None:
 
 
 def _top_level(
-    buf: _Buffer, pos: int, implicit: bool
+    buf: _Buffer, pos: int, implicit: bool, wanted: frozenset[int] | None
 ) -> tuple[dict[BaseTag, RawDataElement], str | MutableSequence[str], int]:
-    """Every top-level element before the pixel data, the character set, where it stopped."""
+    """The top-level elements before the pixel data, the character set, where it stopped.
+
+    With ``wanted``, only those elements are kept (and every one :func:`kept` keeps);
+    the others are stepped over.
+    """
     elements: dict[BaseTag, RawDataElement] = {}
     charset: str | MutableSequence[str] = default_encoding
     size = buf.size
@@ -158,20 +168,37 @@ def _top_level(
         if length == _UNDEFINED:
             vr = _sequence_vr(buf, tag, vr, start)
             pos = _skip_sequence(buf, start, implicit)
-            items = buf.data[start : pos - 8]
-            value: bytes | None = items
-            length = len(items)
+            length = pos - 8 - start  # the items, without the sequence delimiter
         else:
             pos = start + length
-            value = buf.need(pos)[start:pos] if length else empty_value_for_VR(vr, raw=True)  # type: ignore[assignment]
-        btag = BaseTag(tag)
-        elem = RawDataElement(btag, vr, length, value, start, implicit, True)
+            buf.need(pos)
+        if wanted is not None and tag not in wanted and not kept(tag, wanted):
+            continue
+        value = buf.data[start : start + length] if length else empty_value_for_VR(vr, raw=True)
+        raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)  # type: ignore[arg-type]
         if tag == _CHARSET:
-            charset = _charset(elem)
-        elements[btag] = elem
+            charset = _charset(raw)
+        elements[raw.tag] = raw
     if pos != size:
         raise _NotLean("stray bytes at the end")
     return elements, charset, size
+
+
+def kept(tag: int, wanted: frozenset[int]) -> bool:
+    """Whether a reader asked for ``wanted`` tags keeps element ``tag``.
+
+    Besides those: Specific Character Set, group 0x0028 (pydicom resolves ambiguous VRs
+    such as "US or SS" from it; Rows tells an image), group 0x0029 (Siemens CSA headers)
+    and every private creator (the VR of an implicit private element depends on it).
+    """
+    group = tag >> 16
+    return (
+        tag in wanted
+        or tag == _CHARSET
+        or group == 0x0028
+        or group == 0x0029
+        or (group & 1 == 1 and 0x0010 <= tag & 0xFFFF <= 0x00FF)
+    )
 
 
 def _element_head(buf: _Buffer, pos: int, implicit: bool) -> tuple[int, str | None, int, int]:
@@ -181,15 +208,16 @@ def _element_head(buf: _Buffer, pos: int, implicit: bool) -> tuple[int, str | No
         group, elem, length = _IMPLICIT.unpack_from(data, pos)
         return group << 16 | elem, None, length, pos + 8
     group, elem, raw_vr, length = _EXPLICIT.unpack_from(data, pos)
-    if raw_vr not in _VRS:
+    vr = _VR_NAMES.get(raw_vr)
+    if vr is None:
         if group == 0xFFFE:  # item and delimiter tags carry no VR
             (length,) = _LENGTH32.unpack_from(data, pos + 4)
             return group << 16 | elem, None, length, pos + 8
         raise _NotLean(f"unknown VR {raw_vr!r}")
     if raw_vr in _LONG_VRS:
         (length,) = _LENGTH32.unpack_from(buf.need(pos + 12), pos + 8)
-        return group << 16 | elem, raw_vr.decode(), length, pos + 12
-    return group << 16 | elem, raw_vr.decode(), length, pos + 8
+        return group << 16 | elem, vr, length, pos + 12
+    return group << 16 | elem, vr, length, pos + 8
 
 
 def _sequence_vr(buf: _Buffer, tag: int, vr: str | None, start: int) -> str:

@@ -22,6 +22,7 @@ from .rules_ops import MISSING, RuleRef, TagTest, as_text
 DEFAULT_RULES: Final = "data/default_rules.json"
 CLASSIFY_TYPE: Final = "ClassifyType"
 _SHOWN_CHARS: Final = 200
+MEMO_ENTRIES: Final = 4096
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,24 @@ class RuleSet:
     rules: tuple[CompiledRule, ...]
     warnings: tuple[str, ...] = ()
     _keys: frozenset[TagKey] = field(init=False, repr=False, compare=False)
+    _key_order: tuple[TagKey, ...] = field(init=False, repr=False, compare=False)
+    _memo: dict[Any, Classification] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         keys = {key for rule in self.rules for entry in rule.entries
                 if isinstance(entry, TagTest) for key in (entry.tag, entry.value_tag)
                 if key is not None}
         object.__setattr__(self, "_keys", frozenset(keys))
+        object.__setattr__(self, "_key_order", tuple(sorted(keys, key=repr)))
+        object.__setattr__(self, "_memo", {})
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_memo"] = {}  # a cache: not worth sending to a worker process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def tag_keys(self) -> frozenset[TagKey]:
         """Every tag the rules read (in ``tag`` or as a tag-valued ``value``), canonical."""
@@ -147,7 +160,40 @@ class RuleSet:
 
     def classify(self, record: Mapping[str, Any], values: Mapping[TagKey, RuleValue],
                  current: Sequence[str], vetoed: Collection[str]) -> Classification:
-        """The series' types after this image (``current``: its types so far)."""
+        """The series' types after this image (``current``: its types so far).
+
+        The outcome depends only on the values the rules read (each ``tag``: the record's
+        value for a name, else the image's), the current types and the vetoed ones; most
+        images of a series agree on all of them, so outcomes are remembered by those.
+        """
+        memo_key = self._memo_key(record, values, current, vetoed)
+        if memo_key is not None:
+            found = self._memo.get(memo_key)
+            if found is not None:
+                return Classification(list(found.types), found.vetoed)
+        result = self._classify(record, values, current, vetoed)
+        if memo_key is not None:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[memo_key] = Classification(list(result.types), result.vetoed)
+        return result
+
+    def _memo_key(self, record: Mapping[str, Any], values: Mapping[TagKey, RuleValue],
+                  current: Sequence[str], vetoed: Collection[str]) -> Any:
+        """What ``classify``'s outcome depends on, hashable; None when it cannot be."""
+        seen = []
+        for key in self._key_order:
+            found = record.get(key) if isinstance(key, str) else None
+            seen.append(_hashable(values.get(key) if found is None else found))
+        memo_key = (tuple(seen), tuple(current), frozenset(vetoed))
+        try:
+            hash(memo_key)
+        except TypeError:
+            return None
+        return memo_key
+
+    def _classify(self, record: Mapping[str, Any], values: Mapping[TagKey, RuleValue],
+                  current: Sequence[str], vetoed: Collection[str]) -> Classification:
         vetoes = set(vetoed)
         types = [kind for kind in dict.fromkeys(current) if kind not in vetoes]
         evaluation = _Evaluation(self.rules, record, values, types)
@@ -237,6 +283,15 @@ class RuleSet:
         target = self.rules[entry.target]
         return {"notrule" if entry.negate else "rule": entry.target_id,
                 "expanded": [self._entry_json(inner) for inner in target.entries]}
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` as a hashable key that tells 1, 1.0, True and "1" apart."""
+    if isinstance(value, list | tuple):
+        return (list, tuple(_hashable(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple((k, _hashable(v)) for k, v in value.items()))
+    return (type(value), value)
 
 
 def _shown(value: Any) -> str:

@@ -23,6 +23,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.valuerep import IS, DSdecimal, DSfloat
 
+from .elements import ABSENT, value_of
 from .instance import RuleValue, TagKey
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ def values_from_dataset(ds: Any, keys: Iterable[TagKey]) -> dict[TagKey, RuleVal
     return out
 
 
+def rule_tag(key: TagKey) -> int | None:
+    """The top-level tag a rule key reads (None for an unknown keyword)."""
+    if isinstance(key, str):
+        return tag_for_keyword(key)
+    return key[0] << 16 | key[1]
+
+
 def _lookup(ds: Any, key: TagKey) -> RuleValue | _Absent:
     if isinstance(key, str):
         tag = tag_for_keyword(key)
@@ -68,10 +76,11 @@ def _lookup(ds: Any, key: TagKey) -> RuleValue | _Absent:
 
 
 def _element(ds: Any, tag: int) -> Any:
-    """The raw value of ``tag`` in ``ds``, or _ABSENT."""
-    if not isinstance(ds, Dataset) or tag not in ds:
+    """The value of ``tag`` in ``ds``, or _ABSENT."""
+    if not isinstance(ds, Dataset):
         return _ABSENT
-    return ds[tag].value
+    value = value_of(ds, tag)
+    return _ABSENT if value is ABSENT else value
 
 
 def _plain(value: Any) -> RuleValue | _Absent:
