@@ -10,6 +10,7 @@ import hashlib
 import os
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .instance import Instance
 from .notice import Arrival
@@ -46,6 +47,7 @@ def _clip(text: str, limit: int) -> str:
     return encoded[:limit].decode("utf-8", "ignore")
 
 
+@lru_cache(maxsize=4096)  # the same study, series, patient and callers come again and again
 def safe_component(value: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
     """Make ``value`` a safe single path component.
 

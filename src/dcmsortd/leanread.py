@@ -148,7 +148,7 @@ def _check_first_vr(buf: _Buffer, pos: int, implicit: bool) -> None:
         raise _NotLean("the data set's encoding differs from its transfer syntax")
 
 
-def _top_level(
+def _top_level(  # noqa: C901 - the hot loop: element heads are parsed inline, for speed
     buf: _Buffer, pos: int, implicit: bool, wanted: frozenset[int] | None
 ) -> tuple[dict[BaseTag, RawDataElement], str | MutableSequence[str], int]:
     """The top-level elements before the pixel data, the character set, where it stopped.
@@ -159,22 +159,42 @@ def _top_level(
     elements: dict[BaseTag, RawDataElement] = {}
     charset: str | MutableSequence[str] = default_encoding
     size = buf.size
+    data = buf.data
+    vr: str | None = None
     while pos < size:
-        tag, vr, length, start = _element_head(buf, pos, implicit)
-        if tag in _PIXEL_TAGS:
-            return elements, charset, pos
-        if tag >> 16 == 0xFFFE:
+        if pos + 12 > len(data):
+            data = buf.need(min(pos + 12, size))
+        if implicit:
+            group, elem, length = _IMPLICIT.unpack_from(data, pos)
+            vr = None
+            start = pos + 8
+        else:
+            group, elem, raw_vr, length = _EXPLICIT.unpack_from(data, pos)
+            vr = _VR_NAMES.get(raw_vr)
+            if vr is None:
+                raise _NotLean(f"unknown VR {raw_vr!r} at {pos}")
+            if raw_vr in _LONG_VRS:
+                (length,) = _LENGTH32.unpack_from(data, pos + 8)
+                start = pos + 12
+            else:
+                start = pos + 8
+        tag = group << 16 | elem
+        if group >= 0x7FE0 and (tag in _PIXEL_TAGS or group == 0xFFFE):
+            if tag in _PIXEL_TAGS:
+                return elements, charset, pos
             raise _NotLean("an item or delimiter tag at the top level")
         if length == _UNDEFINED:
             vr = _sequence_vr(buf, tag, vr, start)
             pos = _skip_sequence(buf, start, implicit)
+            data = buf.data
             length = pos - 8 - start  # the items, without the sequence delimiter
         else:
             pos = start + length
-            buf.need(pos)
+            if pos > len(data):
+                data = buf.need(pos)
         if wanted is not None and tag not in wanted and not kept(tag, wanted):
             continue
-        value = buf.data[start : start + length] if length else empty_value_for_VR(vr, raw=True)
+        value = data[start : start + length] if length else empty_value_for_VR(vr, raw=True)
         raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)  # type: ignore[arg-type]
         if tag == _CHARSET:
             charset = _charset(raw)
