@@ -191,3 +191,35 @@ def test_reading_only_the_wanted_tags_gives_the_same_instance(real_files: list[P
             assert instance_from_dataset(ref, str(path), keys) == inst, path
         compared += 1
     assert compared >= 60
+
+
+def test_implicit_vr_file_with_skipped_undefined_length_sequences(tmp_path: Path) -> None:
+    """Implicit VR little endian: undefined-length sequences (a public one and a private
+    one, recognised by its first item) before the wanted elements are stepped over, and
+    the elements after them are read as pydicom reads them."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ref_item = pydicom.Dataset()
+    ref_item.ReferencedSOPInstanceUID = "1.2.3.4"
+    ds.ReferencedImageSequence = pydicom.Sequence([ref_item, ref_item])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    block = ds.private_block(0x0009, "DCMSORTD TEST", create=True)
+    block.add_new(0x10, "SQ", pydicom.Sequence([ref_item]))
+    ds[0x00091010].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    out = tmp_path / "implicit.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    ref = pydicom.dcmread(out, stop_before_pixels=True)
+    for wanted in (None, frozenset({0x00100020, 0x0020000D})):
+        with open(out, "rb") as fp:
+            found = read_lean(fp, out.stat().st_size, wanted)
+        assert found is not None
+        lean, _, implicit = found
+        assert implicit
+        for tag in (0x00100020, 0x0020000D, 0x00280010):
+            assert element_text(lean, tag) == element_text(ref, tag)
+        if wanted is None:
+            assert lean.ReferencedImageSequence[1].ReferencedSOPInstanceUID == "1.2.3.4"
+            assert str(lean[0x00091010].value) == str(ref[0x00091010].value)
+        else:
+            assert 0x00081140 not in lean and 0x00091010 not in lean
+            assert 0x00090010 in lean  # private creators are always kept

@@ -1,7 +1,10 @@
 """Reading one received file into a pydicom ``Dataset``, header only, and checking it is whole.
 
-This is the effectful edge of header extraction: it opens the file, reads the header
-with pydicom up to (not including) the pixel data, and checks that the file is complete.
+This is the effectful edge of header extraction: it opens the file, reads the header up to
+(not including) the pixel data, and checks that the file is complete. Little-endian files
+with a preamble (nearly all) are read by :mod:`dcmsortd.leanread`, which builds the same
+raw elements pydicom would; every other file, and any file that reader does not take
+whole, is read by ``pydicom.dcmread``.
 Every problem is a :class:`~dcmsortd.errors.HeaderError` whose message names the reason
 (the caller adds the path). Nothing else escapes :func:`read_dataset`.
 

@@ -1,7 +1,8 @@
 """From a received file's header to an :class:`~dcmsortd.instance.Instance`.
 
-:func:`read_instance` reads the file (see :mod:`dcmsortd.dicomfile`) and hands the dataset
-to :func:`instance_from_dataset`, the pure part. Both raise only
+:func:`read_instance` reads the file (see :mod:`dcmsortd.dicomfile`), keeping only the
+elements the record and the rules read (:func:`wanted_tags`), and hands the dataset to
+:func:`instance_from_dataset`, the pure part. Both raise only
 :class:`~dcmsortd.errors.HeaderError`, for any file content.
 
 Fields are rendered by :mod:`dcmsortd.elements` (``str(value)`` as pydicom renders it,

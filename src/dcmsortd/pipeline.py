@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,6 +23,8 @@ from .processor import Examined, Examiner, Sorter
 log = logging.getLogger(__name__)
 
 BATCH = 16
+# Imported once in the fork server, so that a worker starts without importing them.
+PRELOAD = ["dcmsortd.processor"]  # header reading: pydicom, nibabel's CSA reader
 
 _worker_examiner: Examiner | None = None
 
@@ -29,6 +32,10 @@ _worker_examiner: Examiner | None = None
 def _init_worker(examiner: Examiner) -> None:
     global _worker_examiner
     _worker_examiner = examiner
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 def _examine_batch(batch: list[Arrival], keys: frozenset[TagKey]) -> list[Examined]:
@@ -59,10 +66,19 @@ class Pipeline:
         self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 1 else None
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
+        """A pool whose workers all start now, in the background (not one by one later,
+        while images wait). The fork server imports the header-reading modules once; each
+        worker is forked from it with them loaded.
+        """
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=context,
             initializer=_init_worker, initargs=(self.examiner,),
         )
+        for _ in range(self.workers):
+            pool.submit(_ready)  # each submit with no idle worker starts one
+        return pool
 
     def _renew_pool(self, broken: ProcessPoolExecutor) -> None:
         """A worker died (killed, out of memory): the pool is broken; start a new one."""
