@@ -45,6 +45,7 @@ from runners import (
     become_subreaper,
     check_records,
     dcmsortd_command,
+    link_probe,
     logged_count,
     reference_loop,
     run_command,
@@ -123,6 +124,7 @@ class Bench:
     command: list[str]
     runs: dict[str, list[Run]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    link_probes: list[float] = field(default_factory=list)  # µs per symlink, each round
 
     @property
     def timeout(self) -> float:
@@ -219,7 +221,10 @@ def run_main(args: argparse.Namespace, base: str, command: list[str]) -> Bench:
         if rep == 0:
             bench.runs.clear()  # the warm-up rounds are not counted
         title = f"round {rep + 1}/{args.repeat}" if rep >= 0 else "warm-up round (not counted)"
-        print(title, file=sys.stderr)
+        probe = link_probe(paths.base, corpus.files[0].path)
+        if rep >= 0:
+            bench.link_probes.append(probe)
+        print(f"{title}; a symlink costs {probe:.0f} µs now", file=sys.stderr)
         if imports:
             bench.attempt("import start-up", partial(bench.startup, "import"))
         if "catchup" in only:
@@ -363,6 +368,11 @@ def report(bench: Bench, results: dict[str, Any], args: argparse.Namespace) -> l
              if not label.startswith("_") and r["notes"]]
     if notes:
         out += ["", "notes:", *notes]
+    if bench.link_probes:
+        probes = " / ".join(f"{p:.0f}" for p in bench.link_probes)
+        out += ["", f"file system: one symlink cost {probes} µs at the start of each round "
+                "(both the reference loop and dcmsortd make one per file; the cost varies "
+                "with the machine's state, not with the method)"]
     out += ["", "ratios to the reference loop (files/s over files/s, same corpus, same run; with "
             "3 rounds or more the target is judged on the median of the round-by-round "
             "ratios, each method against the reference run of its own round):"]
@@ -446,8 +456,17 @@ def scaling(args: argparse.Namespace, base: str, command: list[str]) -> dict[str
                 bench.attempt("daemon --workers 1", partial(bench.daemon, 1))
         rows[name] = _scaling_row(bench, n)
         rows[name]["failures"] = bench.failures
-        shutil.rmtree(folder, ignore_errors=True)
+        discard(folder, base)
     return rows
+
+
+def discard(path: str, base: str) -> None:
+    """Move ``path`` into ``base/trash`` (removed with ``base`` at the end, not now: see
+    ``Paths.fresh_outputs``)."""
+    if os.path.exists(path):
+        trash = os.path.join(base, "trash")
+        os.makedirs(trash, exist_ok=True)
+        os.rename(path, os.path.join(trash, f"{os.path.basename(path)}-{time.monotonic_ns()}"))
 
 
 def _scaling_row(bench: Bench, n: int) -> dict[str, Any]:
@@ -545,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": command, "cpus": os.cpu_count(), "python": platform.python_version(),
         }
         if args.scaling:
-            shutil.rmtree(os.path.join(base, "main"), ignore_errors=True)
+            discard(os.path.join(base, "main"), base)
             rows = scaling(args, base, command)
             lines += scaling_report(rows)
             data["scaling"] = rows

@@ -117,6 +117,21 @@ class Paths:
         os.sync()
 
 
+def link_probe(base: str, target: str, count: int = 300) -> float:
+    """Microseconds per ``os.symlink`` (to ``target``) in a new folder under ``base``.
+
+    Both the reference loop and dcmsortd make one link per file, and what a link costs
+    this kernel varies a lot over minutes (much more after mass deletions), so each round
+    reports it next to its figures. The probe's links stay until the benchmark ends.
+    """
+    folder = os.path.join(base, "probe", str(time.monotonic_ns()))
+    os.makedirs(folder)
+    started = time.perf_counter()
+    for i in range(count):
+        os.symlink(target, os.path.join(folder, f"1.2.826.0.1.3680043.8.498.{i:020d}"))
+    return (time.perf_counter() - started) / count * 1e6
+
+
 def dcmsortd_command() -> list[str]:
     """The console script installed next to this interpreter, else the same via ``-c``."""
     script = os.path.join(os.path.dirname(sys.executable), "dcmsortd")
