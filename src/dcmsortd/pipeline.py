@@ -63,6 +63,7 @@ class Pipeline:
         self._inflight: deque[
             tuple[list[Arrival], Future[list[Examined]], ProcessPoolExecutor]
         ] = deque()
+        self._starting: list[Future[int]] = []
         self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 1 else None
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -76,9 +77,16 @@ class Pipeline:
             max_workers=self.workers, mp_context=context,
             initializer=_init_worker, initargs=(self.examiner,),
         )
-        for _ in range(self.workers):
-            pool.submit(_ready)  # each submit with no idle worker starts one
+        # each submit with no idle worker starts one; until one has answered, arrivals are
+        # examined here (nothing is in flight then, so the order of results is kept)
+        self._starting = [pool.submit(_ready) for _ in range(self.workers)]
         return pool
+
+    def _workers_up(self) -> bool:
+        if self._starting and not any(f.done() for f in self._starting):
+            return False
+        self._starting = []
+        return True
 
     def _renew_pool(self, broken: ProcessPoolExecutor) -> None:
         """A worker died (killed, out of memory): the pool is broken; start a new one."""
@@ -95,7 +103,8 @@ class Pipeline:
         self.feed(arrival)
 
     def feed(self, arrival: Arrival) -> None:
-        if self._pool is None:
+        if self._pool is None or (not self._inflight and not self._batch
+                                  and not self._workers_up()):
             self._apply(self._examine_inline(arrival))
             return
         self._batch.append(arrival)
