@@ -22,6 +22,14 @@ def _prepare_process(settings: Settings, to_stderr: bool) -> None:
     setup_logging(settings, to_stderr=to_stderr)
 
 
+def _workers_early(settings: Settings) -> None:
+    """With worker processes, start their fork server before the heavy imports."""
+    if settings.workers > 1:
+        from .workerboot import start_early
+
+        start_early()
+
+
 def _catch_up_hook() -> Any:
     from .bulk import catch_up_at_start
 
@@ -29,9 +37,10 @@ def _catch_up_hook() -> Any:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_process(settings, to_stderr=True)
+    _workers_early(settings)
     from .daemon import serve
 
-    _prepare_process(settings, to_stderr=True)
     try:
         return serve(settings, catch_up=_catch_up_hook())
     except Exception as exc:
@@ -156,14 +165,17 @@ def classify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def import_(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_process(settings, to_stderr=True)
+    if not args.dry_run:
+        _workers_early(settings)
     from .bulk import import_command
 
-    _prepare_process(settings, to_stderr=True)
     return import_command(settings, list(args.paths), dry_run=bool(args.dry_run))
 
 
 def catch_up(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_process(settings, to_stderr=True)
+    _workers_early(settings)
     from .bulk import catch_up_command
 
-    _prepare_process(settings, to_stderr=True)
     return catch_up_command(settings, list(args.roots), since=args.since)

@@ -7,7 +7,6 @@ output of one worker and of N workers is the same.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable
@@ -19,12 +18,11 @@ from .errors import NotificationError
 from .instance import TagKey
 from .notice import Arrival, parse_line
 from .processor import Examined, Examiner, Sorter
+from .workerboot import worker_context
 
 log = logging.getLogger(__name__)
 
 BATCH = 16
-# Imported once in the fork server, so that a worker starts without importing them.
-PRELOAD = ["dcmsortd.processor"]  # header reading: pydicom, nibabel's CSA reader
 
 _worker_examiner: Examiner | None = None
 
@@ -71,10 +69,8 @@ class Pipeline:
         while images wait). The fork server imports the header-reading modules once; each
         worker is forked from it with them loaded.
         """
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
         pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=context,
+            max_workers=self.workers, mp_context=worker_context(),
             initializer=_init_worker, initargs=(self.examiner,),
         )
         # each submit with no idle worker starts one; until one has answered, arrivals are
