@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 
 from dcmsortd.dicomfile import read_dataset
 from dcmsortd.elements import element_text
@@ -31,9 +31,8 @@ def _lean(path: Path) -> pydicom.Dataset | None:
 
 
 def _real_files(tmp: Path) -> list[Path]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "download failures": only bundled files are used
-        files = [Path(f) for f in get_testdata_files("*.dcm")]
+    # pydicom's bundled files, found in place: get_testdata_files would try to download
+    files = sorted((Path(pydicom.__file__).parent / "data" / "test_files").rglob("*.dcm"))
     import nibabel.nicom.tests as nicom_tests
 
     for name in glob.glob(os.path.join(os.path.dirname(nicom_tests.__file__), "data", "*")):
