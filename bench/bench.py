@@ -57,6 +57,7 @@ REF = "reference loop"
 CATCHUP = "catch-up of the sorted archive"
 TARGET_W1 = 1.0
 TARGET_WN = 1.6
+CATCHUP_TARGET_FILES = 20_000
 TARGET_CATCHUP = 0.05
 
 
@@ -376,7 +377,7 @@ def report(bench: Bench, results: dict[str, Any], args: argparse.Namespace) -> l
     out += ["", "ratios to the reference loop (files/s over files/s, same corpus, same run; with "
             "3 rounds or more the target is judged on the median of the round-by-round "
             "ratios, each method against the reference run of its own round):"]
-    out += _ratio_lines(results)
+    out += _ratio_lines(results, len(bench.corpus.files))
     return out
 
 
@@ -387,7 +388,7 @@ def _cpu(r: dict[str, Any]) -> str:
     return f"{r['cpu_s']:.1f}{main}"
 
 
-def _ratio_lines(results: dict[str, Any]) -> list[str]:
+def _ratio_lines(results: dict[str, Any], files: int) -> list[str]:
     out = []
     for label, r in results.items():
         if label.startswith("_") or r["ratio_to_ref"] is None or label == REF:
@@ -410,6 +411,8 @@ def _ratio_lines(results: dict[str, Any]) -> list[str]:
     cu = results.get("_catch_up")
     if cu:
         verdict = "ok" if cu["share"] < TARGET_CATCHUP else "ABOVE TARGET"
+        if files < CATCHUP_TARGET_FILES:  # the issue sets it for 20 000 sorted files
+            verdict = f"not judged below {CATCHUP_TARGET_FILES} files"
         net = f", net of start-up {cu['share_net'] * 100:.1f} %" if cu["share_net"] else ""
         out.append(f"ratio catch-up / full import: {cu['share'] * 100:.1f} % "
                    f"({cu['catch_up_s']:.2f} s vs {cu['import_s']:.2f} s{net})  "
