@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from daemonproc import Site, is_fifo, stop, wait_for
+from daemonproc import CLI, Site, is_fifo, stop, wait_for
 from dcmsortd.cli import OneLineFormatter
 from dcmsortd.failed import FailedList
 from pipefeed import ERROR_SHAPE, error_lines, feed, line_for, linked, run_cli, wait_linked
@@ -400,3 +400,26 @@ def test_a_log_message_is_always_one_line() -> None:
     text = OneLineFormatter("%(levelname)s %(message)s").format(record)
     assert text == "ERROR /a/b\\x1b[2J\\nc\\u2028\\udcff.dcm: two\\nlines"
     assert ERROR_SHAPE.match("2026-11-29 10:00:00,123 [1] " + text) is None  # shape needs pid
+
+
+def test_ctrl_c_on_a_terminal_stops_a_daemon_with_workers_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C sends SIGINT to the whole foreground process group, worker processes
+    included: the daemon still files what was sent, exits 0 and prints no traceback."""
+    site = Site(tmp_path)
+    images = [_image(site.archive, 4, n) for n in range(1, 21)]
+    daemon = subprocess.Popen(  # its own process group, as a shell gives a foreground job
+        [*CLI, "run", *site.args("--no-catch-up", "--workers", "2")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0)
+    try:
+        wait_for(lambda: is_fifo(site.pipe) or daemon.poll() is not None, 15, "the pipe")
+        feed(site.pipe, [line_for(p) for p in images])
+        wait_for(lambda: _num_files(site, 4) == str(len(images)), 30, "every image")
+        os.killpg(daemon.pid, signal.SIGINT)
+        out, _ = daemon.communicate(timeout=15)
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.communicate()
+    assert daemon.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "Traceback" not in site.log_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,6 +31,9 @@ _worker_examiner: Examiner | None = None
 def _init_worker(examiner: Examiner) -> None:
     global _worker_examiner
     _worker_examiner = examiner
+    # Ctrl-C on a terminal reaches the whole process group: the main process stops the
+    # workers once it has filed what they examined; they must not die on it first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ready() -> int:
