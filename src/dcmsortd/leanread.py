@@ -106,22 +106,12 @@ def read_lean(
 def _file_meta(buf: _Buffer, pos: int) -> tuple[str, int]:
     """The transfer syntax UID and the offset after group 0x0002 (explicit VR LE)."""
     transfer_syntax = None
-    while True:
-        data = buf.need(pos + 8)
-        group, elem, vr, length = _EXPLICIT.unpack_from(data, pos)
-        if group != 0x0002:
-            break
-        if vr not in _VRS:
-            raise _NotLean("file meta is not explicit VR")
-        head = 8
-        if vr in _LONG_VRS:
-            (length,) = _LENGTH32.unpack_from(buf.need(pos + 12), pos + 8)
-            head = 12
+    while _IMPLICIT.unpack_from(buf.need(pos + 8), pos)[0] == 0x0002:
+        tag, _, length, start = _element_head(buf, pos, implicit=False)
         if length == _UNDEFINED:
             raise _NotLean("undefined length in the file meta")
-        start = pos + head
         data = buf.need(start + length)
-        if group << 16 | elem == _TS:
+        if tag == _TS:
             transfer_syntax = data[start : start + length].decode("ascii").strip("\x00 ")
         pos = start + length
     if transfer_syntax is None:
