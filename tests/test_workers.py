@@ -1,9 +1,10 @@
-"""--workers N: a worker process that dies (killed, out of memory) does not stop the daemon."""
+"""--workers N: a dead worker does not stop the daemon; a slow stream is not held back in batches."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,39 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
         code, out = stop(daemon, timeout=30)
     assert code == 0, out
     assert "Traceback" not in site.log_text()
+
+
+def test_a_slow_steady_stream_is_on_disk_within_a_second_with_workers(tmp_path: Path) -> None:
+    """Lines arriving every 0.12 s never leave the pipe idle for 0.2 s, so no idle tick
+    flushes: with workers, what was sent must still show in the record within 1 s."""
+    site = Site(tmp_path)
+    corpus = Corpus(site.archive)
+    src = pydicom_data("MR_small.dcm")
+    warm = write_series(corpus, src, uid(71), uid(71, 1), 1, {})
+    series = uid(71, 2)
+    paths = write_series(corpus, src, uid(71), series, 30, {})
+    daemon = site.start_run("--no-catch-up", "--workers", "2")
+    lags: list[float] = []
+    try:
+        wait_listening(site.pipe)
+        feed(site.pipe, [f"{p}\n".encode() for p in warm])
+        wait_for(lambda: _num_files(site, uid(71, 1)) == "1", 30, "the warm-up image")
+        time.sleep(1.5)  # the workers are up: lines now go to them
+        sent_at: list[float] = []
+        for path in paths:
+            feed(site.pipe, [f"{path}\n".encode()])
+            sent_at.append(time.monotonic())
+            deadline = time.monotonic() + 0.12
+            while time.monotonic() < deadline:
+                shown = int(_num_files(site, series) or 0)
+                now = time.monotonic()
+                # the oldest image sent but not yet in the record: how long ago was it sent?
+                if shown < len(sent_at):
+                    lags.append(now - sent_at[shown])
+                time.sleep(0.02)
+        wait_for(lambda: _num_files(site, series) == "30", 30, "all 30 images")
+    finally:
+        code, out = stop(daemon, timeout=30)
+    assert code == 0, out
+    assert lags, "the record never lagged at all: the check saw nothing"
+    assert max(lags) < 1.0, f"an image sent {max(lags):.2f} s before was not in the record"

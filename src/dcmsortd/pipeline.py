@@ -2,6 +2,11 @@
 
 Results are applied in the order the lines came, whatever the number of workers, so the
 output of one worker and of N workers is the same.
+
+Arrivals go to the workers in batches (fewer round trips), but a batch never waits for
+company while a worker has nothing to do: with fewer batches in flight than workers, what
+is waiting goes at once. So a slow, steady stream is examined line by line as it comes,
+and a fast one (a bulk import, a scanner's burst) in full batches.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .workerboot import worker_context
 
 log = logging.getLogger(__name__)
 
-BATCH = 16
+BATCH = 64  # arrivals per round trip to a worker, when all of them are busy
 
 _worker_examiner: Examiner | None = None
 
@@ -108,9 +113,15 @@ class Pipeline:
             self._apply(self._examine_inline(arrival))
             return
         self._batch.append(arrival)
-        if len(self._batch) >= BATCH:
+        if len(self._batch) >= BATCH or len(self._inflight) < self.workers:
             self._submit()
         self._collect(block=len(self._inflight) > 4 * self.workers)
+
+    def poll(self) -> None:
+        """File what the workers have finished; hand what waits to an idle worker."""
+        if self._pool is not None and len(self._inflight) < self.workers:
+            self._submit()
+        self._collect(block=False)
 
     def _examine_inline(self, arrival: Arrival) -> Examined:
         return self.examiner(arrival, self.rule_keys())

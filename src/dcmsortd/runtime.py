@@ -54,6 +54,8 @@ class Runtime:
         """
         if everything:
             self.pipeline.settle()
+        else:
+            self.pipeline.poll()
         for path, exc in self.store.flush(everything):
             if path not in self._failing_records:
                 log.error("%s: cannot write the record, will retry: %s", path, exc)
