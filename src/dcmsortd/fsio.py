@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import itertools
 import json
@@ -169,3 +170,45 @@ def count_entries(path: str) -> int:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return 0
         raise
+
+
+_libc_realpath: Any = None  # the C library's realpath(3), looked up on first use
+
+
+def _c_realpath() -> Any:
+    global _libc_realpath
+    if _libc_realpath is None:
+        _libc_realpath = False
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn, free = libc.realpath, libc.free
+        except (OSError, AttributeError):
+            return False
+        fn.argtypes, fn.restype = [ctypes.c_char_p, ctypes.c_char_p], ctypes.c_void_p
+        free.argtypes, free.restype = [ctypes.c_void_p], None
+        _libc_realpath = (fn, free)
+    return _libc_realpath
+
+
+def realpath(path: str) -> str:
+    """``os.path.realpath(path)``, in one C call when the path exists.
+
+    The Python version lstat()s and joins each component in Python: three times the time,
+    and it runs for every received file. Whenever the C call fails (a missing component, a
+    loop, no C library), or the path holds a NUL (which a C string would cut short), the
+    answer is ``os.path.realpath``'s, so the result is the same in every case.
+    """
+    found = _c_realpath()
+    if found and "\x00" not in path:
+        fn, free = found
+        try:
+            encoded = os.fsencode(path)
+        except UnicodeError:
+            return os.path.realpath(path)
+        pointer = fn(encoded, None)
+        if pointer:
+            try:
+                return os.fsdecode(ctypes.string_at(pointer))
+            finally:
+                free(pointer)
+    return os.path.realpath(path)

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import fsio
 from .errors import DcmsortdError, HeaderError, RejectedInput
 from .failed import FailedList
 from .header import SeriesCache, read_instance
@@ -53,7 +54,7 @@ class Examiner:
 
     def __call__(self, arrival: Arrival, rule_keys: frozenset[TagKey]) -> Examined:
         path = arrival.path
-        real = os.path.realpath(path)
+        real = fsio.realpath(path)
         if not under(real, self.roots):
             where = path if real == path else f"{path} (resolves to {real})"
             reason = f"{where} is outside the input roots {', '.join(self.roots)}"
