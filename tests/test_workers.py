@@ -1,4 +1,4 @@
-"""--workers N: a dead worker does not stop the daemon; a slow stream is not held back in batches."""
+"""--workers N: a dead worker does not stop the daemon; a slow stream is not held in batches."""
 
 from __future__ import annotations
 
