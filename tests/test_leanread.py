@@ -20,7 +20,7 @@ from pydicom.data import get_testdata_file
 from dcmsortd.dicomfile import read_dataset
 from dcmsortd.elements import element_text
 from dcmsortd.header import SeriesCache, instance_from_dataset, read_instance
-from dcmsortd.leanread import FIRST_READ, read_lean
+from dcmsortd.leanread import FIRST_READ, kept, read_lean
 from realfiles import nibabel_data, shared_dir
 
 
@@ -222,3 +222,23 @@ def test_implicit_vr_file_with_skipped_undefined_length_sequences(tmp_path: Path
         else:
             assert 0x00081140 not in lean and 0x00091010 not in lean
             assert 0x00090010 in lean  # private creators are always kept
+
+
+def test_a_filtered_read_keeps_exactly_what_kept_names(real_files: list[Path]) -> None:
+    """The reader's inline test of each element agrees with kept(), on every real file."""
+    wanted = frozenset({0x00100020, 0x0020000D, 0x0020000E, 0x00080060, 0x00191010})
+    compared = 0
+    for path in real_files:
+        size = path.stat().st_size
+        with open(path, "rb") as fp:
+            whole = read_lean(fp, size, None)
+        if whole is None:
+            continue
+        with open(path, "rb") as fp:
+            filtered = read_lean(fp, size, wanted)
+        assert filtered is not None, path
+        expected = {int(t) for t in whole[0].keys() if kept(int(t), wanted)}  # noqa: SIM118
+        assert {int(t) for t in filtered[0].keys()} == expected, path  # noqa: SIM118
+        assert filtered[1:] == whole[1:], path
+        compared += 1
+    assert compared >= 60

@@ -34,6 +34,7 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _CHARSET = 0x00080005
+_KEPT_GROUPS = frozenset({0x0028, 0x0029})  # see kept()
 _TS = 0x00020010
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _STANDARD_TS_ROOT = "1.2.840.10008.1.2."
@@ -182,8 +183,9 @@ def _top_level(  # noqa: C901 - the hot loop: element heads are parsed inline, f
             pos = start + length
             if pos > len(data):
                 data = buf.need(pos)
-        if wanted is not None and tag not in wanted and not kept(tag, wanted):
-            continue
+        if (wanted is not None and tag not in wanted and group not in _KEPT_GROUPS
+                and not (group & 1 and 0x0010 <= elem <= 0x00FF) and tag != _CHARSET):
+            continue  # not kept: the test of kept(), inline (it runs for every element)
         value = data[start : start + length] if length else empty_value_for_VR(vr, raw=True)
         raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)  # type: ignore[arg-type]
         if tag == _CHARSET:
@@ -204,10 +206,9 @@ def kept(tag: int, wanted: frozenset[int]) -> bool:
     group = tag >> 16
     return (
         tag in wanted
+        or group in _KEPT_GROUPS
+        or bool(group & 1 and 0x0010 <= tag & 0xFFFF <= 0x00FF)
         or tag == _CHARSET
-        or group == 0x0028
-        or group == 0x0029
-        or (group & 1 == 1 and 0x0010 <= tag & 0xFFFF <= 0x00FF)
     )
 
 
