@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from .elements import ABSENT, value_of
 from .errors import DcmsortdError
 
 with warnings.catch_warnings():
@@ -74,11 +75,10 @@ def raw_header(ds: Any, kind: str, start: int | None = _UNSEARCHED) -> bytes | N
             start = _block_start(ds)
         if start is None:
             return None
-        tag = _GROUP << 16 | start | offset
-        value = ds[tag].value if tag in ds else None
+        value = value_of(ds, _GROUP << 16 | start | offset)  # not stored back in ds
     except Exception as exc:  # pydicom's conversion of untrusted bytes can raise anything
         raise CsaError(f"not decodable: {type(exc).__name__}: {exc}") from exc
-    if value is None or value == b"":
+    if value is ABSENT or value is None or value == b"":
         return None
     if not isinstance(value, bytes):
         raise CsaError(f"not binary data but {type(value).__name__}")
@@ -154,7 +154,7 @@ def _block_start(ds: Any) -> int | None:
         if tag > _LAST_CREATOR:
             break
         if tag >= _FIRST_CREATOR:
-            creator = ds[tag].value
+            creator = value_of(ds, tag)  # the same bytes in every image: remembered
             if isinstance(creator, bytes):
                 creator = creator.decode("latin-1")
             if isinstance(creator, str) and creator.strip(" \x00") == _CREATOR:

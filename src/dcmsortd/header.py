@@ -428,6 +428,9 @@ def _rule_values(ds: Dataset, rule_keys: frozenset[TagKey]) -> dict[TagKey, Any]
         ) from exc
 
 
+_lenient_depth = 0
+
+
 @contextmanager
 def _lenient(path: str) -> Iterator[None]:
     """Read values without pydicom's validation; log its other warnings at DEBUG.
@@ -436,13 +439,19 @@ def _lenient(path: str) -> Iterator[None]:
     decoding the record's values. Both settings are process-wide for the duration of
     the call: header reading is single-threaded in each dcmsortd process.
     """
+    global _lenient_depth
+    if _lenient_depth:  # read_instance -> instance_from_dataset: already set up
+        yield
+        return
     mode = pydicom_config.settings.reading_validation_mode
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    _lenient_depth += 1
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield
     finally:
+        _lenient_depth -= 1
         pydicom_config.settings.reading_validation_mode = mode
     for warning in caught:
         logger.debug("%s: %s", path, warning.message)
