@@ -43,6 +43,7 @@ from runners import (
     Paths,
     Run,
     become_subreaper,
+    check_command,
     check_records,
     dcmsortd_command,
     link_probe,
@@ -548,6 +549,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: --files, --repeat and --scaling-repeat must be at least 1", file=sys.stderr)
         return 2
     command = dcmsortd_command()
+    broken = check_command(command)
+    if broken:
+        print(f"bench: dcmsortd cannot run (install it: pip install -e .): {broken}",
+              file=sys.stderr)
+        return 2
     # SIGTERM must run the finally blocks too: they stop the daemons and remove the data.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     base = tempfile.mkdtemp(prefix="dcmsortd-bench-", dir=args.tmpdir)

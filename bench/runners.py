@@ -140,6 +140,20 @@ def dcmsortd_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from dcmsortd.cli import main; sys.exit(main())"]
 
 
+def check_command(command: Sequence[str]) -> str | None:
+    """None when ``command --version`` works, else why not (before minutes of corpus)."""
+    try:
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except OSError as exc:
+        return f"{command[0]}: {exc.strerror or exc}"
+    except subprocess.TimeoutExpired:
+        return f"{' '.join(command)} --version did not answer within 60 s"
+    if done.returncode != 0:
+        return f"{' '.join(command)} --version failed:\n{(done.stderr or done.stdout)[-2000:]}"
+    return None
+
+
 # ---------------------------------------------------------------------------- memory
 
 

@@ -26,3 +26,22 @@ def test_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     assert set(results["results"]) >= {"reference loop", "import --workers 1",
                                        "import --workers 2"}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # temp folder removed
+
+
+def test_bench_stops_at_once_when_dcmsortd_cannot_run(tmp_path: Path) -> None:
+    """An interpreter without dcmsortd importable: exit 2 with the reason, no corpus made."""
+    runner = tmp_path / "bin" / "python"
+    runner.parent.mkdir()
+    # the same interpreter, but dcmsortd's import fails (as in a venv it was not installed in)
+    runner.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import dcmsortd_missing' \"$@\"\n")
+    runner.chmod(0o755)
+    cmd = [sys.executable, "-c",
+           "import sys, runpy; sys.executable = sys.argv[1]; sys.argv = sys.argv[2:]; "
+           f"sys.path.insert(0, {str(BENCH.parent)!r}); runpy.run_path(sys.argv[0], "
+           "run_name='__main__')", str(runner), str(BENCH), "--files", "60", "--tmpdir",
+           str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "dcmsortd cannot run" in done.stderr
+    assert "dcmsortd_missing" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # no corpus folder
