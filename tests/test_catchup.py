@@ -28,6 +28,10 @@ from dcmsortd.processor import Examined, Examiner
 from dcmsortd.rules import load_rules
 from dcmsortd.runtime import Runtime, build
 from dcmsortd.walk import WalkStats, distinct_tops, output_folders, parse_since, walk
+from feeder import feed, wait_listening
+from manyfiles import Corpus as ManyCorpus
+from manyfiles import uid as many_uid
+from manyfiles import write_series
 from realfiles import pydicom_data
 
 __all__ = ["restore_logging"]
@@ -297,3 +301,39 @@ def test_walk_is_sorted_never_follows_links_and_skips_output_folders(tmp_path: P
 def test_distinct_tops_drops_repeats_and_nested_paths(tmp_path: Path) -> None:
     a, b = str(tmp_path / "a"), str(tmp_path / "ab")
     assert distinct_tops([a, f"{a}/x", b, a, f"{b}/"]) == [a, b]
+
+
+def test_catch_up_touches_the_series_marker_of_its_sender_not_a_new_unknown_one(
+    tmp_path: Path,
+) -> None:
+    """Files of a series the daemon was receiving when it went down are caught up under the
+    marker it touched (a new ``unknown unknown unknown`` marker looks like a new arrival
+    to downstream jobs); a series nobody announced gets the ``unknown`` marker."""
+    site = DaemonSite(tmp_path)
+    corpus = ManyCorpus(site.archive)
+    src = pydicom_data("MR_small.dcm")
+    announced = write_series(corpus, src, many_uid(80), many_uid(80, 1), 2, {})
+    proc = site.start_run("--no-catch-up")
+    try:
+        wait_listening(site.pipe)
+        feed(site.pipe, corpus.lines(caller="MRC40", called="FIONA", ip="10.1.2.3"))
+        wait_for(lambda: len(list((site.site / "raw").glob("*/*/*"))) == 2, 30, "2 links")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    arrived = site.site / ".arrived"
+    known = arrived / f"MRC40 FIONA 10.1.2.3 {many_uid(80)} {many_uid(80, 1)}"
+    assert sorted(p.name for p in arrived.iterdir()) == [known.name]
+    hour_ago = time.time() - HOUR
+    os.utime(known, (hour_ago, hour_ago), follow_symlinks=False)
+
+    missed = write_series(corpus, src, many_uid(80), many_uid(80, 1), 2, {}, first=3)
+    missed += write_series(corpus, src, many_uid(81), many_uid(81, 1), 1, {})
+    done = site.cli("catch-up")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(list((site.site / "raw").glob("*/*/*"))) == len(announced) + len(missed)
+    assert sorted(p.name for p in arrived.iterdir()) == sorted(
+        [known.name, f"unknown unknown unknown {many_uid(81)} {many_uid(81, 1)}"]
+    )
+    assert known.stat().st_mtime > hour_ago + HOUR / 2  # touched by the catch-up

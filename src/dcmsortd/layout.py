@@ -75,14 +75,17 @@ def arrival_marker_name(arrival: Arrival, study_uid: str, series_uid: str) -> st
     Each part is bounded (AE titles 32 bytes, ip 46, UIDs 64: the DICOM maxima and more) so
     that the whole name stays under the 255-byte limit of a file name.
     """
-    parts = (
+    sender = (
         safe_component(arrival.caller, 32),
         safe_component(arrival.called, 32),
         safe_component(arrival.ip, 46),
-        safe_component(study_uid, 64),
-        safe_component(series_uid, 64),
     )
-    return " ".join(parts)
+    return " ".join(sender) + " " + marker_tail(study_uid, series_uid)
+
+
+def marker_tail(study_uid: str, series_uid: str) -> str:
+    """The part of an arrival marker's name that names the series: ``<study> <series>``."""
+    return safe_component(study_uid, 64) + " " + safe_component(series_uid, 64)
 
 
 @dataclass(frozen=True)

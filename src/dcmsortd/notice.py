@@ -9,6 +9,7 @@ from .errors import NotificationError
 
 MAX_LINE_BYTES = 4096
 _STRIP_FROM_AE = "'\" \\\t"
+UNKNOWN = "unknown"  # an AE title or address that is not known
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class Arrival:
     called: str
     ip: str
     path: str
+
+    @property
+    def unannounced(self) -> bool:
+        """No sender known: a file found on disk (import, catch-up) or a bare-path line."""
+        return self.caller == self.called == self.ip == UNKNOWN
 
     def as_line(self) -> str:
         directory, name = os.path.split(self.path)

@@ -20,13 +20,14 @@ from typing import Any
 
 from . import fsio
 from .instance import Instance
-from .layout import Placement, plan
-from .notice import Arrival
+from .layout import Placement, marker_tail, plan
+from .notice import UNKNOWN, Arrival
 from .series import Classifier, SeriesState, apply_instance, merge, new_state
 
 log = logging.getLogger(__name__)
 
 LOCK_STRIPES = 64
+KNOWN_MARKERS = 10_000  # series whose marker an unannounced file found (cleared when full)
 Signature = tuple[int, int, int] | None
 
 
@@ -78,6 +79,7 @@ class Store:
     _srs: dict[str, _Open] = field(default_factory=dict)
     _folders: fsio.Folders = field(default_factory=fsio.Folders)
     _participants: set[str] = field(default_factory=set)
+    _known_markers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.site = os.path.abspath(self.site)
@@ -118,7 +120,7 @@ class Store:
         changed = apply_instance(entry.state, inst, self.rules)
         if changed or new_link:  # NumFiles counts the links: a new one changes the record
             entry.dirty = True
-        self._touch_marker(where.arrived)
+        self._touch_marker(self._marker(where, inst, arrival))
         return Filed(where, new_link, changed)
 
     def _link_participant(self, where: Placement) -> None:
@@ -139,6 +141,44 @@ class Store:
         if len(self._participants) > 100_000:
             self._participants.clear()
         self._participants.add(where.participant_link)
+
+    def _marker(self, where: Placement, inst: Instance, arrival: Arrival) -> str:
+        """The arrival marker to touch: the planned one, except for a file whose sender is
+        unknown (catch-up after a crash, import) in a series that already has a marker of a
+        known sender. That one is touched instead: a new ``unknown unknown unknown`` marker
+        would look to downstream jobs like a second arrival of the series.
+        """
+        if not arrival.unannounced:
+            if self._known_markers:  # keep what a later unannounced file will touch current
+                tail = marker_tail(inst.study_uid, inst.series_uid)
+                if tail in self._known_markers:
+                    self._known_markers[tail] = where.arrived
+            return where.arrived
+        tail = marker_tail(inst.study_uid, inst.series_uid)
+        found = self._known_markers.get(tail)
+        if found is None:
+            found = self._find_marker(tail) or where.arrived
+            if len(self._known_markers) >= KNOWN_MARKERS:
+                self._known_markers.clear()
+            self._known_markers[tail] = found
+        return found
+
+    def _find_marker(self, tail: str) -> str | None:
+        """A marker of the series ``tail`` (see layout.marker_tail) with a known sender."""
+        suffix = " " + tail
+        try:
+            with os.scandir(os.path.join(self.site, ".arrived")) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if not name.endswith(suffix):
+                        continue
+                    sender = name[: -len(suffix)]
+                    # caller, called and ip: three parts (the AE titles hold no spaces)
+                    if sender.count(" ") == 2 and sender.split(" ") != [UNKNOWN] * 3:
+                        return entry.path
+        except OSError:
+            return None
+        return None
 
     def _touch_marker(self, path: str) -> None:
         self._folders.ensure(os.path.dirname(path))
