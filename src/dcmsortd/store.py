@@ -27,7 +27,7 @@ from .series import Classifier, SeriesState, apply_instance, merge, new_state
 log = logging.getLogger(__name__)
 
 LOCK_STRIPES = 64
-KNOWN_MARKERS = 10_000  # series whose marker an unannounced file found (cleared when full)
+KNOWN_MARKERS = 200_000  # arrival markers indexed for files without a sender, at most
 Signature = tuple[int, int, int] | None
 
 
@@ -79,7 +79,7 @@ class Store:
     _srs: dict[str, _Open] = field(default_factory=dict)
     _folders: fsio.Folders = field(default_factory=fsio.Folders)
     _participants: set[str] = field(default_factory=set)
-    _known_markers: dict[str, str] = field(default_factory=dict)
+    _known_markers: dict[str, str] | None = None  # see _marker()
 
     def __post_init__(self) -> None:
         self.site = os.path.abspath(self.site)
@@ -148,37 +148,37 @@ class Store:
         known sender. That one is touched instead: a new ``unknown unknown unknown`` marker
         would look to downstream jobs like a second arrival of the series.
         """
+        index = self._known_markers
         if not arrival.unannounced:
-            if self._known_markers:  # keep what a later unannounced file will touch current
-                tail = marker_tail(inst.study_uid, inst.series_uid)
-                if tail in self._known_markers:
-                    self._known_markers[tail] = where.arrived
+            if index is not None:
+                index[marker_tail(inst.study_uid, inst.series_uid)] = where.arrived
             return where.arrived
-        tail = marker_tail(inst.study_uid, inst.series_uid)
-        found = self._known_markers.get(tail)
-        if found is None:
-            found = self._find_marker(tail) or where.arrived
-            if len(self._known_markers) >= KNOWN_MARKERS:
-                self._known_markers.clear()
-            self._known_markers[tail] = found
-        return found
+        if index is None:
+            index = self._known_markers = self._index_markers()
+        return index.get(marker_tail(inst.study_uid, inst.series_uid), where.arrived)
 
-    def _find_marker(self, tail: str) -> str | None:
-        """A marker of the series ``tail`` (see layout.marker_tail) with a known sender."""
-        suffix = " " + tail
+    def _index_markers(self) -> dict[str, str]:
+        """``{<study> <series>: marker}`` for the markers of a known sender in ``.arrived``.
+
+        Read once per process, when the first file without a sender comes; the markers
+        this store touches later keep it current. Bounded: past ``KNOWN_MARKERS`` entries
+        the rest is not indexed (those series get an ``unknown`` marker).
+        """
+        index: dict[str, str] = {}
         try:
             with os.scandir(os.path.join(self.site, ".arrived")) as entries:
                 for entry in entries:
-                    name = entry.name
-                    if not name.endswith(suffix):
-                        continue
-                    sender = name[: -len(suffix)]
-                    # caller, called and ip: three parts (the AE titles hold no spaces)
-                    if sender.count(" ") == 2 and sender.split(" ") != [UNKNOWN] * 3:
-                        return entry.path
-        except OSError:
-            return None
-        return None
+                    # caller, called, ip (none holds a space), then <study> <series>
+                    parts = entry.name.split(" ", 3)
+                    if len(parts) == 4 and parts[:3] != [UNKNOWN] * 3:
+                        index[parts[3]] = entry.path
+                        if len(index) >= KNOWN_MARKERS:
+                            log.info("more than %d arrival markers: files without a sender "
+                                     "may get markers of their own", KNOWN_MARKERS)
+                            break
+        except OSError as exc:
+            log.warning("cannot list the arrival markers: %s", exc)
+        return index
 
     def _touch_marker(self, path: str) -> None:
         self._folders.ensure(os.path.dirname(path))
