@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from dcmsortd.header import SeriesCache, read_instance
 from dcmsortd.notice import Arrival
 from dcmsortd.processor import Examined, Sorter
@@ -76,3 +78,41 @@ def test_many_open_series_are_evicted_without_losing_the_new_one(tmp_path: Path)
     records = sorted((tmp_path / "data" / "site" / "raw" / "1.2.3").glob("*.json"))
     assert len(records) == 8
     assert all(json.loads(r.read_text())["NumFiles"] == "1" for r in records)
+
+
+def test_the_index_of_known_markers_stays_bounded_and_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Announced files keep the index of known-sender markers current up to its bound; past
+    it the index is dropped and read again from .arrived when a file without a sender comes."""
+    monkeypatch.setattr("dcmsortd.store.KNOWN_MARKERS", 3)
+    rules = default_rules()
+    store = Store(str(tmp_path / "data" / "site"), rules)
+    store.prepare()
+    sorter = Sorter(store)
+    series = [f"{SERIES}.{n}" for n in range(6)]
+    files = [restamp(pydicom_data("MR_small.dcm"), tmp_path / f"{n}.dcm", "1.2.3", s,
+                     f"{s}.1", InstanceNumber=1) for n, s in enumerate(series)]
+
+    def handle(n: int, arrival: Arrival) -> None:
+        inst = read_instance(str(files[n]), rules.tag_keys())
+        assert sorter.handle(Examined(arrival, inst, None)) == "sorted"
+
+    arrived = tmp_path / "data" / "site" / ".arrived"
+    handle(0, Arrival("MRC", "FIONA", "10.0.0.1", str(files[0])))
+    handle(1, Arrival("unknown", "unknown", "unknown", str(files[1])))  # reads the index
+    assert store._known_markers is not None
+    for n in (2, 3, 4):
+        handle(n, Arrival("MRC", "FIONA", "10.0.0.1", str(files[n])))
+    assert store._known_markers is None  # past 3 entries: dropped
+    # a file without a sender of series 4: found again in .arrived, no new marker
+    restamp(pydicom_data("MR_small.dcm"), tmp_path / "4b.dcm", "1.2.3", series[4],
+            f"{series[4]}.2", InstanceNumber=2)
+    inst = read_instance(str(tmp_path / "4b.dcm"), rules.tag_keys())
+    arrival = Arrival("unknown", "unknown", "unknown", str(tmp_path / "4b.dcm"))
+    assert sorter.handle(Examined(arrival, inst, None)) == "sorted"
+    names = sorted(p.name for p in arrived.iterdir())
+    assert names == sorted(
+        [f"MRC FIONA 10.0.0.1 1.2.3 {series[n]}" for n in (0, 2, 3, 4)]
+        + [f"unknown unknown unknown 1.2.3 {series[1]}"]
+    )

@@ -27,7 +27,7 @@ from .series import Classifier, SeriesState, apply_instance, merge, new_state
 log = logging.getLogger(__name__)
 
 LOCK_STRIPES = 64
-KNOWN_MARKERS = 200_000  # arrival markers indexed for files without a sender, at most
+KNOWN_MARKERS = 50_000  # arrival markers indexed for files without a sender, at most
 Signature = tuple[int, int, int] | None
 
 
@@ -151,7 +151,10 @@ class Store:
         index = self._known_markers
         if not arrival.unannounced:
             if index is not None:
-                index[marker_tail(inst.study_uid, inst.series_uid)] = where.arrived
+                if len(index) >= KNOWN_MARKERS:
+                    self._known_markers = None  # read again when next needed: bounded
+                else:
+                    index[marker_tail(inst.study_uid, inst.series_uid)] = where.arrived
             return where.arrived
         if index is None:
             index = self._known_markers = self._index_markers()
@@ -160,9 +163,10 @@ class Store:
     def _index_markers(self) -> dict[str, str]:
         """``{<study> <series>: marker}`` for the markers of a known sender in ``.arrived``.
 
-        Read once per process, when the first file without a sender comes; the markers
-        this store touches later keep it current. Bounded: past ``KNOWN_MARKERS`` entries
-        the rest is not indexed (those series get an ``unknown`` marker).
+        Read when the first file without a sender comes; the markers this store touches
+        later keep it current, up to ``KNOWN_MARKERS`` entries (then it is read again when
+        next needed). Past that many markers on disk the rest is not indexed (those series
+        get an ``unknown`` marker).
         """
         index: dict[str, str] = {}
         try:
