@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Any
 
+from . import jsontext
+
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
@@ -18,8 +20,9 @@ _counter = itertools.count()
 
 
 def dumps(data: Any) -> bytes:
-    """The one JSON rendering of every file we write: indent 2, keys sorted, UTF-8."""
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    """The one JSON rendering of every file we write: indent 2, keys sorted, UTF-8 (see
+    :mod:`dcmsortd.jsontext`; parts already rendered, ``Raw``, are spliced in)."""
+    return (jsontext.render(data) + "\n").encode()
 
 
 def atomic_write(path: str, payload: bytes, temp_dir: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .instance import Instance, RuleValue, TagKey
+from .jsontext import Raw, nested
 from .notice import Arrival
 
 # Keys the record derives from all images rather than from the first one.
@@ -58,17 +59,40 @@ class SeriesState:
     accounted: set[str] = field(default_factory=set)
     slice_location: str | None = None
     meas_id: str | None = None
+    # each diffusion entry's text, rendered once (see jsontext): SOP UID -> (entry, text)
+    _entry_texts: dict[str, tuple[dict[str, Any], str]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
-    def record(self, num_files: int | None = None) -> dict[str, Any]:
-        """The series JSON record (the contract), NumFiles given or counted from accounted."""
+    def record(self, num_files: int | None = None, rendered: bool = False) -> dict[str, Any]:
+        """The series JSON record (the contract), NumFiles given or counted from accounted.
+
+        ``rendered``: the diffusion list as a :class:`~dcmsortd.jsontext.Raw` of the same
+        text, each entry rendered only once (for writing; the value is the same JSON).
+        """
         out = self.rules_view()
         if self.diffusion:
-            out["siemensDiffusionInformation"] = sorted(
-                self.diffusion.values(), key=_diffusion_order
+            entries = sorted(self.diffusion.values(), key=_diffusion_order)
+            out["siemensDiffusionInformation"] = (
+                self._rendered_list(entries) if rendered else entries
             )
         if num_files is not None:
             out["NumFiles"] = str(num_files)
         return out
+
+    def _rendered_list(self, entries: list[dict[str, Any]]) -> Raw:
+        texts = []
+        cache = self._entry_texts
+        for entry in entries:
+            sop = str(entry.get("SOPInstanceUID", ""))
+            known = cache.get(sop)
+            if known is None or known[0] is not entry:  # new, or replaced by a merge
+                known = cache[sop] = (entry, nested(entry))
+            texts.append(known[1])
+        if len(cache) > len(entries):  # entries gone (never, but keep it bounded)
+            for sop in set(cache) - set(self.diffusion):
+                del cache[sop]
+        return Raw.list_of(texts)
 
     def rules_view(self) -> dict[str, Any]:
         """The record as the rules see it; leaves out the (large) diffusion list for speed."""
@@ -82,10 +106,10 @@ class SeriesState:
         return out
 
     # --- persistence of the private part --------------------------------------------------
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, rendered: bool = False) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
-            "record": self.record(),
+            "record": self.record(rendered=rendered),
             "accounted": sorted(self.accounted),
             "vetoed": sorted(self.vetoed),
         }

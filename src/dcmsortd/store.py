@@ -273,9 +273,9 @@ class Store:
                     entry.state = merge(other, entry.state)
             self._folders.ensure(os.path.dirname(entry.state_path))
             state: SeriesState = entry.state
-            fsio.write_json(entry.state_path, state.to_state(), self.temp_dir)
+            fsio.write_json(entry.state_path, state.to_state(rendered=True), self.temp_dir)
             entry.disk = _signature(entry.state_path)
-            record = state.record(num_files=fsio.count_entries(entry.series_dir))
+            record = state.record(num_files=fsio.count_entries(entry.series_dir), rendered=True)
             fsio.write_json(entry.record_path, record, self.temp_dir)
 
     def _write_srs(self, entry: _Open) -> None:
