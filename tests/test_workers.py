@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemonproc import Site, stop, wait_for
+from dcmsortd.pipeline import WORKER_NICENESS
 from feeder import feed, wait_listening
 from manyfiles import Corpus, uid, write_series
 from realfiles import pydicom_data
@@ -46,6 +47,10 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
         wait_for(lambda: _num_files(site, series) == "60", 60, "the first 60 images")
         workers = [w for child in _children(daemon.pid) for w in _children(child)]
         assert workers, "no worker processes found under the daemon"
+        # header parsing yields to the writer (and to storescp)
+        writer = os.getpriority(os.PRIO_PROCESS, daemon.pid)
+        assert [os.getpriority(os.PRIO_PROCESS, w) for w in workers] == [
+            min(writer + WORKER_NICENESS, 19)] * len(workers)
         os.kill(workers[0], signal.SIGKILL)
         feed(site.pipe, [f"{p}\n".encode() for p in second])
         wait_for(lambda: _num_files(site, series) == "120", 60, "all 120 images")

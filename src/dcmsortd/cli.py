@@ -64,7 +64,8 @@ def _path_options(p: argparse.ArgumentParser) -> None:
 def _sort_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sorting")
     g.add_argument("--workers", type=int, default=None,
-                   help="processes reading headers in parallel (default 1)")
+                   help="processes reading headers in parallel, 5 nice levels below the "
+                   "one writer (default 1)")
     g.add_argument("--modalities", default=None, type=lambda s: [m for m in s.split(",") if m],
                    help="comma list of modalities to sort, e.g. MR,SR (default: all)")
     g.add_argument("--other-modalities", dest="other_modalities", choices=("ignore", "delete"),
