@@ -277,6 +277,19 @@ def test_other_protocol_content_in_the_same_series_is_not_taken_from_the_cache()
     assert cache.hits == 0
 
 
+def test_a_series_header_coming_back_is_compared_then_found_by_its_crc() -> None:
+    """Later images compare their series header with the last one of the series; another
+    header of the same series (and back) is looked up by length and CRC, never mixed up."""
+    cache = SeriesCache()
+    fieldmap = _dataset(shared_dicom("siemens_ve11_fieldmap.dcm"))
+    localizer = _dataset(shared_dicom("siemens_ve11_localizer.dcm"))
+    fieldmap.SeriesInstanceUID = localizer.SeriesInstanceUID
+    seen = [instance_from_dataset(ds, "x", cache=cache).fields["MeasID"]
+            for ds in (fieldmap, fieldmap, localizer, fieldmap, localizer, localizer)]
+    assert seen == ["18", "18", "13", "18", "13", "13"]
+    assert (cache.misses, cache.hits, len(cache)) == (2, 4, 2)
+
+
 def test_cache_is_bounded_lru() -> None:
     cache = SeriesCache(maxsize=2)
     cache.put(("a", 1, 1), {"MeasID": "1"})
