@@ -121,15 +121,18 @@ class Pipeline:
             self._apply(self._examine_inline(arrival))
             return
         self._batch.append(arrival)
-        if len(self._batch) >= BATCH or len(self._inflight) < self.workers:
+        if len(self._batch) >= BATCH or self._a_worker_is_idle():
             self._submit()
         self._collect(block=len(self._inflight) > 4 * self.workers)
 
     def poll(self) -> None:
         """File what the workers have finished; hand what waits to an idle worker."""
-        if self._pool is not None and len(self._inflight) < self.workers:
-            self._submit()
+        if self._a_worker_is_idle():
+            self._submit()  # nothing without a pool or with nothing waiting
         self._collect(block=False)
+
+    def _a_worker_is_idle(self) -> bool:
+        return len(self._inflight) < self.workers
 
     def _examine_inline(self, arrival: Arrival) -> Examined:
         return self.examiner(arrival, self.rule_keys())
