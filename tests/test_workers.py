@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,3 +97,82 @@ def test_a_slow_steady_stream_is_on_disk_within_a_second_with_workers(tmp_path: 
     assert code == 0, out
     assert lags, "the record never lagged at all: the check saw nothing"
     assert max(lags) < 1.0, f"an image sent {max(lags):.2f} s before was not in the record"
+
+
+_SLOW_PRELOAD = """\
+import os, time
+# imported by the fork server only (dcmsortd.workerboot.PRELOAD): it stands for a fork
+# server whose imports take long. It waits for the test's go-ahead, at most 20 s.
+go = os.environ["DCMSORTD_TEST_GO"]
+deadline = time.monotonic() + 20
+while not os.path.exists(go):
+    if time.monotonic() > deadline:
+        open(go + ".timed-out", "w").close()
+        break
+    time.sleep(0.02)
+"""
+
+_IMPORT_WITH_SLOW_FORK_SERVER = """\
+import dcmsortd.workerboot
+dcmsortd.workerboot.PRELOAD.append("slowpreload")
+from dcmsortd.cli import main_entry
+main_entry()
+"""
+
+
+def test_files_are_sorted_while_the_workers_are_still_starting(tmp_path: Path) -> None:
+    """Starting a worker waits for the fork server's imports: that waiting must not hold
+    up the files. Here the fork server cannot finish starting until every file has been
+    sorted and recorded, so ``import --workers 2`` must do it all in its own process,
+    then still use and stop its workers cleanly."""
+    site = Site(tmp_path)
+    corpus = Corpus(site.archive)
+    series = uid(72, 1)
+    write_series(corpus, pydicom_data("MR_small.dcm"), uid(72), series, 12, {})
+    preload = tmp_path / "preload"
+    preload.mkdir()
+    (preload / "slowpreload.py").write_text(_SLOW_PRELOAD)
+    go = tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _IMPORT_WITH_SLOW_FORK_SERVER, "import",
+         *site.args("--workers", "2", str(site.archive))],
+        # PYTHONPATH: the fork server ignores the sys.path of the process that starts it
+        env={**os.environ, "DCMSORTD_TEST_GO": str(go),
+             "PYTHONPATH": os.pathsep.join([str(preload), *sys.path])},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _num_files(site, series) == "12", 15,
+                 "all 12 images recorded while the fork server was still starting")
+        ended = proc.poll()
+    finally:
+        go.touch()
+        out, _ = proc.communicate(timeout=60)
+    assert ended is None, f"import ended before its workers could start:\n{out}"
+    assert not Path(f"{go}.timed-out").exists(), "the fork server was never let go"
+    assert proc.returncode == 0, out
+    assert "examined: 12" in out, out
+    assert "ERROR" not in out and "Traceback" not in out, out
+
+
+def test_workers_that_cannot_start_leave_the_work_to_the_main_process(
+    tmp_path: Path,
+) -> None:
+    """No fork server (here: its program cannot run): one error line, every file sorted."""
+    site = Site(tmp_path)
+    corpus = Corpus(site.archive)
+    series = uid(73, 1)
+    write_series(corpus, pydicom_data("MR_small.dcm"), uid(73), series, 8, {})
+    script = (
+        "import multiprocessing.spawn\n"
+        "multiprocessing.spawn.set_executable('/nonexistent/python')\n"  # the fork server's
+        "from dcmsortd.cli import main_entry\n"
+        "main_entry()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, "import",
+         *site.args("--workers", "2", str(site.archive))],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "worker processes did not start" in out.stderr, out.stderr
+    assert "examined: 8" in out.stderr, out.stderr
+    assert _num_files(site, series) == "8"

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,6 +50,11 @@ def _init_worker(examiner: Examiner) -> None:
         os.nice(WORKER_NICENESS)
 
 
+def _not_started(exc: Exception) -> None:
+    log.error("worker processes did not start (%s); examining in the main process",
+              exc or type(exc).__name__)
+
+
 def _ready() -> int:
     return os.getpid()
 
@@ -78,28 +84,54 @@ class Pipeline:
         self._inflight: deque[
             tuple[list[Arrival], Future[list[Examined]], ProcessPoolExecutor]
         ] = deque()
+        self._starter: threading.Thread | None = None
         self._starting: list[Future[int]] = []
+        self._up = False
         self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 1 else None
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self) -> ProcessPoolExecutor | None:
         """A pool whose workers all start now, in the background (not one by one later,
         while images wait). The fork server imports the header-reading modules once; each
         worker is forked from it with them loaded.
+
+        Starting a worker waits until the fork server has done its imports (about half a
+        second after a command starts). A thread does that waiting; meanwhile arrivals are
+        examined here, in this process, with nothing in flight, so the order of results
+        is kept.
         """
-        pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=worker_context(),
-            initializer=_init_worker, initargs=(self.examiner,),
-        )
-        # each submit with no idle worker starts one; until one has answered, arrivals are
-        # examined here (nothing is in flight then, so the order of results is kept)
-        self._starting = [pool.submit(_ready) for _ in range(self.workers)]
+        self._up = False
+        try:
+            pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=worker_context(),
+                initializer=_init_worker, initargs=(self.examiner,),
+            )
+        except Exception as exc:  # e.g. no semaphores here: examine in this process
+            _not_started(exc)
+            return None
+        self._starting = []
+        self._starter = threading.Thread(
+            target=self._start_workers, args=(pool, self._starting), daemon=True,
+            name="dcmsortd-start-workers")
+        self._starter.start()
         return pool
 
+    def _start_workers(self, pool: ProcessPoolExecutor, starting: list[Future[int]]) -> None:
+        """Start every worker of ``pool``; ``starting`` gets a future each answers."""
+        try:
+            for _ in range(self.workers):  # each submit with no idle worker starts one
+                starting.append(pool.submit(_ready))
+        except Exception as exc:  # no fork server, no processes: examine in this process
+            _not_started(exc)
+
     def _workers_up(self) -> bool:
-        if self._starting and not any(f.done() for f in self._starting):
-            return False
-        self._starting = []
-        return True
+        """True once the workers are started and one has answered (or died: then the
+        first batch finds the pool broken and starts a new one)."""
+        if not self._up:
+            starter = self._starter
+            if starter is None or starter.is_alive():
+                return False
+            self._up = any(f.done() for f in self._starting)
+        return self._up
 
     def _renew_pool(self, broken: ProcessPoolExecutor) -> None:
         """A worker died (killed, out of memory): the pool is broken; start a new one."""
@@ -141,12 +173,20 @@ class Pipeline:
         if not self._batch or self._pool is None:
             return
         batch, self._batch = self._batch, []
+        pool = self._pool
         try:
-            future = self._pool.submit(_examine_batch, batch, self.rule_keys())
+            future = pool.submit(_examine_batch, batch, self.rule_keys())
         except BrokenProcessPool:
-            self._renew_pool(self._pool)
-            future = self._pool.submit(_examine_batch, batch, self.rule_keys())
-        self._inflight.append((batch, future, self._pool))
+            self._renew_pool(pool)
+            if self._pool is None:  # no new pool: the rest is examined here, in order
+                while self._inflight:
+                    self._collect(block=True)
+                for arrival in batch:
+                    self._apply(self._examine_inline(arrival))
+                return
+            pool = self._pool
+            future = pool.submit(_examine_batch, batch, self.rule_keys())
+        self._inflight.append((batch, future, pool))
 
     def _collect(self, block: bool) -> None:
         while self._inflight and (block or self._inflight[0][1].done()):
@@ -180,6 +220,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.settle()
+        if self._starter is not None:
+            self._starter.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

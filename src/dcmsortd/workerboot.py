@@ -8,9 +8,12 @@ so its imports run while the command's own process does the same on the other co
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
+
+log = logging.getLogger(__name__)
 
 PRELOAD = ["dcmsortd.processor"]  # header reading: pydicom, nibabel's CSA reader
 
@@ -23,6 +26,13 @@ def worker_context() -> ForkServerContext:
 
 
 def start_early() -> None:
-    """Start the fork server now (it inherits this process's umask: set that first)."""
+    """Start the fork server now (it inherits this process's umask: set that first).
+
+    A failure is left for the worker pool to meet and report (it then examines files in
+    the main process): starting early only saves time.
+    """
     worker_context()
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except OSError as exc:
+        log.debug("fork server not started early: %s", exc)
