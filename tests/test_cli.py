@@ -251,3 +251,25 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("dcmsortd ")
+
+
+_LEAVE = """\
+import atexit, sys, threading, time
+from dcmsortd.cli import leave
+atexit.register(lambda: print("exit handler ran", file=sys.stderr))
+print("buffered output", end="")  # stdout is a pipe here: block-buffered, not yet written
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print(" thread done", end=""))).start()
+leave(3)
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "thread"])
+def test_leaving_keeps_the_exit_code_output_exit_handlers_and_threads(case: str) -> None:
+    """The CLI's fast exit (no teardown of every object) still does what an exit must."""
+    out = subprocess.run([os.sys.executable, "-c", _LEAVE, case], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 3
+    assert out.stdout == ("buffered output thread done" if case == "thread"
+                          else "buffered output")
+    assert out.stderr == "exit handler ran\n"

@@ -258,7 +258,7 @@ STREAM_IMAGES = 60
 
 
 def _notify_line(site: Site) -> str:
-    cli = f"{sys.executable} -c 'import sys; from dcmsortd.cli import main; sys.exit(main())'"
+    cli = f"{sys.executable} -c 'from dcmsortd.cli import main_entry; main_entry()'"
     return f"{cli} notify {' '.join(site.args())} '#a,#c,#r,#p,#f'"
 
 

@@ -257,7 +257,7 @@ def test_processsinglefile3_verbs_on_a_real_daemon(tmp_path: Path, reaper: Reape
     assert again.returncode == 1 and "already running" in again.stderr
     one = dicom_into(data / "site" / "archive", 1)
     sent = subprocess.run(  # `processSingleFile3.py send` only reaches the default project
-        [sys.executable, "-c", "import sys; from dcmsortd.cli import main; sys.exit(main())",
+        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
          "send", "--project", project, f"A,B,127.0.0.1,{one.parent},{one.name}"],
         env=env, capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr

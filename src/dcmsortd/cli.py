@@ -7,13 +7,16 @@ Heavy modules (pydicom, nibabel) are imported inside the commands that need them
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import json
 import logging
 import os
 import sys
+import threading
 import unicodedata
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import Settings, resolve
@@ -219,5 +222,23 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
 
+def leave(code: int) -> NoReturn:
+    """End the process with ``code``, without freeing its objects one by one.
+
+    With pydicom, numpy and nibabel loaded that takes 60-130 ms, a few percent of a bulk
+    import. Everything an exit must do still happens: the exit handlers run (logging's
+    flush and close, multiprocessing's), then the standard streams are flushed. Only when
+    another thread that is not a daemon thread still runs does Python's exit (which waits
+    for it) take over.
+    """
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def main_entry() -> None:
-    sys.exit(main())
+    leave(main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from .cli import leave
 from .cli import main as dcmsortd_main
 
 USAGE = "usage: processSingleFile3.py start|stop|restart|status|test [project] | send LINE..."
@@ -35,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def main_entry() -> None:
-    sys.exit(main())
+    leave(main())
