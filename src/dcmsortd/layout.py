@@ -75,11 +75,11 @@ def arrival_marker_name(arrival: Arrival, study_uid: str, series_uid: str) -> st
     Each part is bounded (AE titles 32 bytes, ip 46, UIDs 64: the DICOM maxima and more) so
     that the whole name stays under the 255-byte limit of a file name.
     """
-    sender = (
-        safe_component(arrival.caller, 32),
-        safe_component(arrival.called, 32),
-        safe_component(arrival.ip, 46),
-    )
+    return _marker_name(arrival.caller, arrival.called, arrival.ip, study_uid, series_uid)
+
+
+def _marker_name(caller: str, called: str, ip: str, study_uid: str, series_uid: str) -> str:
+    sender = (safe_component(caller, 32), safe_component(called, 32), safe_component(ip, 46))
     return " ".join(sender) + " " + marker_tail(study_uid, series_uid)
 
 
@@ -110,30 +110,49 @@ class Placement:
 
 def plan(site: str, inst: Instance, arrival: Arrival) -> Placement:
     """Where ``inst`` (announced by ``arrival``) is filed below the ``site`` folder."""
-    study = safe_component(inst.study_uid)
-    series = safe_component(inst.series_uid)
-    study_dir = os.path.join(site, "raw", study)
-    series_dir = os.path.join(study_dir, series)
-    participant_dir = participant_link = None
-    if inst.patient_id.strip():
-        participant_dir = os.path.join(site, "participants", safe_component(inst.patient_id))
-        when = f"{inst.study_date.strip() or 'unknown'}_{inst.study_time.strip() or 'unknown'}"
-        participant_link = os.path.join(participant_dir, safe_component(when))
-    sr_dir = sr_link = sr_listing = None
-    if inst.sr is not None:
-        vendor_dir = os.path.join(site, "srs", safe_component(inst.manufacturer))
-        sr_dir = os.path.join(vendor_dir, study)
-        sr_link = os.path.join(sr_dir, safe_component(inst.sop_uid))
-        sr_listing = sr_dir + ".json"
+    sr_vendor = inst.manufacturer if inst.sr is not None else None
+    (study_dir, series_dir, record, arrived, participant_dir, participant_link,
+     sr_dir) = _series_paths(site, inst.study_uid, inst.series_uid, inst.patient_id,
+                             inst.study_date, inst.study_time, sr_vendor,
+                             arrival.caller, arrival.called, arrival.ip)
+    name = _safe_sop(inst.sop_uid)
     return Placement(
         study_dir=study_dir,
         series_dir=series_dir,
-        link=os.path.join(series_dir, safe_component(inst.sop_uid)),
-        record=series_dir + ".json",
-        arrived=os.path.join(site, ".arrived", arrival_marker_name(arrival, study, series)),
+        link=os.path.join(series_dir, name),
+        record=record,
+        arrived=arrived,
         participant_dir=participant_dir,
         participant_link=participant_link,
         sr_dir=sr_dir,
-        sr_link=sr_link,
-        sr_listing=sr_listing,
+        sr_link=None if sr_dir is None else os.path.join(sr_dir, name),
+        sr_listing=None if sr_dir is None else sr_dir + ".json",
     )
+
+
+def _safe_sop(sop_uid: str) -> str:
+    """safe_component() of a SOP Instance UID, past its cache (each one comes once)."""
+    return safe_component.__wrapped__(sop_uid)
+
+
+@lru_cache(maxsize=1024)  # every image of a series, from one sender, has the same ones
+def _series_paths(
+    site: str, study_uid: str, series_uid: str, patient_id: str, study_date: str,
+    study_time: str, sr_vendor: str | None, caller: str, called: str, ip: str,
+) -> tuple[str, str, str, str, str | None, str | None, str | None]:
+    """The paths a series' images share: folders, record, marker, participant, SR folder."""
+    study = safe_component(study_uid)
+    series = safe_component(series_uid)
+    study_dir = os.path.join(site, "raw", study)
+    series_dir = os.path.join(study_dir, series)
+    participant_dir = participant_link = None
+    if patient_id.strip():
+        participant_dir = os.path.join(site, "participants", safe_component(patient_id))
+        when = f"{study_date.strip() or 'unknown'}_{study_time.strip() or 'unknown'}"
+        participant_link = os.path.join(participant_dir, safe_component(when))
+    sr_dir = None
+    if sr_vendor is not None:
+        sr_dir = os.path.join(site, "srs", safe_component(sr_vendor), study)
+    arrived = os.path.join(site, ".arrived", _marker_name(caller, called, ip, study, series))
+    return (study_dir, series_dir, series_dir + ".json", arrived, participant_dir,
+            participant_link, sr_dir)
