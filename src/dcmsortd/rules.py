@@ -181,10 +181,13 @@ class RuleSet:
     def _memo_key(self, record: Mapping[str, Any], values: Mapping[TagKey, RuleValue],
                   current: Sequence[str], vetoed: Collection[str]) -> Any:
         """What ``classify``'s outcome depends on, hashable; None when it cannot be."""
-        seen = []
+        seen: list[Any] = []
         for key in self._key_order:
             found = record.get(key) if isinstance(key, str) else None
-            seen.append(_hashable(values.get(key) if found is None else found))
+            if found is None:
+                found = values.get(key)
+            # text (most values) as is: no tuple of _hashable() equals a str
+            seen.append(found if type(found) is str else _hashable(found))
         memo_key = (tuple(seen), tuple(current), frozenset(vetoed))
         try:
             hash(memo_key)
