@@ -37,6 +37,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydicom import config as pydicom_config
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from . import csa, protocol
@@ -106,6 +107,7 @@ UID_TAGS: tuple[tuple[str, int], ...] = (
     ("SeriesInstanceUID", 0x0020000E),
     ("SOPInstanceUID", 0x00080018),
 )
+_UID_TAG_SET = frozenset(tag for _, tag in UID_TAGS)  # their VR is UI (read implicit: None)
 _SOP_CLASS = 0x00080016
 # Enhanced multi-frame (Siemens XA): first item of each sequence on the way.
 _PHASE_ENCODING_STEPS = (0x52009229, 0x00189112, 0x00180091)
@@ -388,10 +390,27 @@ def sr_entry(ds: Dataset, sop_uid: str, study_uid: str) -> SrEntry:
 
 
 def _uid(ds: Dataset, tag: int, name: str) -> str:
-    uid = (element_text(ds, tag) or "").strip("\x00 ")
+    uid = uid_text(ds, tag).strip("\x00 ")
     if not uid:
         raise HeaderError(f"missing {name}")
     return uid
+
+
+def uid_text(ds: Dataset, tag: int) -> str:
+    """``element_text(ds, tag) or ""`` for a UID element (VR UI), the common case faster.
+
+    A SOP Instance UID is new in every file, so the cache of converted values never helps
+    it, and pydicom's conversion costs ~17 µs. A single value (no backslash) is decoded
+    here the way pydicom does it: ISO 8859-1, trailing NULs and spaces removed, then the
+    whitespace strip of its ``UID`` class. Anything else goes to pydicom.
+    """
+    elem = ds.get_item(tag)
+    if (isinstance(elem, RawDataElement) and isinstance(elem.value, bytes)
+            and (elem.VR == "UI" or (elem.VR is None and tag in _UID_TAG_SET))):
+        text = elem.value.decode("latin-1").rstrip("\x00 ")
+        if "\\" not in text:
+            return text.strip()
+    return element_text(ds, tag) or ""
 
 
 def _csa_block(ds: Dataset, path: str) -> int | None:
