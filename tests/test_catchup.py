@@ -27,7 +27,16 @@ from dcmsortd.notice import Arrival
 from dcmsortd.processor import Examined, Examiner
 from dcmsortd.rules import load_rules
 from dcmsortd.runtime import Runtime, build
-from dcmsortd.walk import WalkStats, distinct_tops, output_folders, parse_since, walk
+from dcmsortd.walk import (
+    CHOOSE_BATCH,
+    FileEntry,
+    WalkStats,
+    collect,
+    distinct_tops,
+    output_folders,
+    parse_since,
+    walk,
+)
 from feeder import feed, wait_listening
 from manyfiles import Corpus as ManyCorpus
 from manyfiles import uid as many_uid
@@ -337,3 +346,31 @@ def test_catch_up_touches_the_series_marker_of_its_sender_not_a_new_unknown_one(
         [known.name, f"unknown unknown unknown {many_uid(81)} {many_uid(81, 1)}"]
     )
     assert known.stat().st_mtime > hour_ago + HOUR / 2  # touched by the catch-up
+
+
+def test_the_scan_hands_files_to_the_index_in_bounded_batches_in_walk_order(
+    tmp_path: Path,
+) -> None:
+    """The catch-up filter sees the walk a batch at a time (one index query each, never
+    the whole index in memory); what it keeps comes back in walk order, and a stop
+    request drops the batch not yet chosen (the next scan finds those files)."""
+    for n in range(2 * CHOOSE_BATCH + 3):
+        folder = tmp_path / "in" / f"d{n // 400}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{n:05d}").write_bytes(b"")
+    sizes: list[int] = []
+
+    def every_other(batch: list[FileEntry]) -> list[FileEntry]:
+        sizes.append(len(batch))
+        return batch[::2]
+
+    walked = [e.path for e in walk([str(tmp_path / "in")], frozenset(), WalkStats())]
+    kept = collect([str(tmp_path / "in")], frozenset(), WalkStats(), False, every_other)
+    assert sizes == [CHOOSE_BATCH, CHOOSE_BATCH, 3]
+    expected = [p for k in range(0, len(walked), CHOOSE_BATCH)
+                for p in walked[k : k + CHOOSE_BATCH][::2]]
+    assert [e.path for e in kept] == expected
+    seen = iter(range(10**6))
+    stopped = collect([str(tmp_path / "in")], frozenset(), WalkStats(), False,
+                      lambda batch: batch, stop=lambda: next(seen) >= CHOOSE_BATCH + 10)
+    assert [e.path for e in stopped] == walked[:CHOOSE_BATCH]

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from dcmsortd.index import ProcessedIndex
+from dcmsortd.index import QUERY_PATHS, ProcessedIndex
 
 
 def _open_and_record(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:
@@ -31,3 +31,18 @@ def test_processes_creating_the_index_at_once_all_succeed(tmp_path: Path) -> Non
         index = ProcessedIndex(path)
         assert len(index.snapshot()) == 4
         index.close()
+
+
+def test_known_answers_for_the_paths_asked_across_query_batches(tmp_path: Path) -> None:
+    """Lookups go a few hundred paths a query: every batch boundary and odd path works."""
+    index = ProcessedIndex(str(tmp_path / "processed.sqlite"))
+    odd = ["/a/it's \"quoted\"", "/a/ünï cödé", "/a/comma,and;semicolon", "/a/%_wild*"]
+    held = [f"/archive/{n:05d}" for n in range(0, 2 * QUERY_PATHS + 7, 2)] + odd
+    for n, path in enumerate(held):
+        index.record(path, n, 10 * n, "sorted")
+    index.commit()
+    asked = [f"/archive/{n:05d}" for n in range(2 * QUERY_PATHS + 9)] + odd + ["/a/%"]
+    found = index.known(asked)
+    assert found == {p: (n, 10 * n) for n, p in enumerate(held)}
+    assert index.known([]) == {}
+    index.close()

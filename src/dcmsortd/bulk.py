@@ -145,21 +145,18 @@ def catch_up(
     """
     started = time.monotonic()
     report = Report(label, distinct_tops(roots), since=since)
-    known = runtime.index.snapshot()
     since_ns = None if since is None else int(since * 1e9)
 
-    def keep(entry: FileEntry) -> bool:
-        if since_ns is not None and entry.mtime_ns < since_ns:
-            report.older += 1
-            return False
-        if known.get(entry.path) == (entry.size, entry.mtime_ns):
-            report.known += 1
-            return False
-        return True
+    def unhandled(batch: list[FileEntry]) -> list[FileEntry]:
+        recent = [e for e in batch if since_ns is None or e.mtime_ns >= since_ns]
+        report.older += len(batch) - len(recent)
+        known = runtime.index.known([e.path for e in recent])
+        chosen = [e for e in recent if known.get(e.path) != (e.size, e.mtime_ns)]
+        report.known += len(recent) - len(chosen)
+        return chosen
 
     skip = output_folders(runtime.settings.site)
-    files = collect(report.roots, skip, report.walk, terminal, keep, stop)
-    known.clear()  # the walk is done: free the memory
+    files = collect(report.roots, skip, report.walk, terminal, unhandled, stop)
     report.tally = sort_files(runtime, files, len(files), label, terminal, stop)
     report.seconds = time.monotonic() - started
     return report

@@ -9,10 +9,13 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 
 from .episode import Episode
 
 log = logging.getLogger(__name__)
+
+QUERY_PATHS = 500  # paths looked up per query (SQLite allows 999 parameters at the least)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -73,9 +76,24 @@ class ProcessedIndex:
         self._episode.worked("%s: the processed-files index is updated again", self.path)
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
-        """Every known path with its (size, mtime_ns)."""
+        """Every known path with its (size, mtime_ns): all of it in memory (tests, tools)."""
         cur = self._db.execute("SELECT path, size, mtime_ns FROM files")
         return {row[0]: (row[1], row[2]) for row in cur}
+
+    def known(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``{path: (size, mtime_ns)}`` for those of ``paths`` the index holds.
+
+        A few hundred paths a query (by the primary key), so that a scan of an archive of
+        millions of files holds one batch in memory, never the whole index.
+        """
+        found: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(paths), QUERY_PATHS):
+            chunk = paths[start : start + QUERY_PATHS]
+            marks = ",".join("?" * len(chunk))
+            cur = self._db.execute(
+                f"SELECT path, size, mtime_ns FROM files WHERE path IN ({marks})", chunk)
+            found.update((row[0], (row[1], row[2])) for row in cur)
+        return found
 
     def close(self, commit: bool = True) -> None:
         if commit:

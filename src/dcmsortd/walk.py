@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 OUTPUT_FOLDERS = ("raw", "participants", "srs", ".arrived", "temp", ".dcmsortd")
 
 MAX_LISTED = 10
+CHOOSE_BATCH = 500  # files handed to collect()'s choose() at once
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -187,21 +188,27 @@ def arrival(path: str) -> Arrival:
 
 def collect(
     paths: Iterable[str], skip: frozenset[str], stats: WalkStats, terminal: bool,
-    keep: Callable[[FileEntry], bool] = lambda _: True,
+    choose: Callable[[list[FileEntry]], list[FileEntry]] = lambda batch: batch,
     stop: Callable[[], bool] = lambda: False,
 ) -> list[FileEntry]:
-    """Walk ``paths`` (showing progress) and return the files ``keep`` accepts, in order.
+    """Walk ``paths`` (showing progress) and return the files ``choose`` keeps, in order.
 
-    ``stop()`` true ends the walk early.
+    ``choose`` gets the files in batches of up to :data:`CHOOSE_BATCH` (one index query
+    each) and returns those to keep, in their order. ``stop()`` true ends the walk early.
     """
-    chosen = []
+    chosen: list[FileEntry] = []
+    batch: list[FileEntry] = []
     with Progress("scanning", None, terminal) as progress:
         for entry in walk(paths, skip, stats):
             if stop():
                 break
-            if keep(entry):
-                chosen.append(entry)
+            batch.append(entry)
+            if len(batch) >= CHOOSE_BATCH:
+                chosen += choose(batch)
+                batch = []
             progress.advance()
+        if batch and not stop():
+            chosen += choose(batch)
     return chosen
 
 
