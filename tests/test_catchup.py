@@ -365,12 +365,44 @@ def test_the_scan_hands_files_to_the_index_in_bounded_batches_in_walk_order(
         return batch[::2]
 
     walked = [e.path for e in walk([str(tmp_path / "in")], frozenset(), WalkStats())]
-    kept = collect([str(tmp_path / "in")], frozenset(), WalkStats(), False, every_other)
+    kept, number = collect([str(tmp_path / "in")], frozenset(), WalkStats(), False,
+                           every_other)
     assert sizes == [CHOOSE_BATCH, CHOOSE_BATCH, 3]
     expected = [p for k in range(0, len(walked), CHOOSE_BATCH)
                 for p in walked[k : k + CHOOSE_BATCH][::2]]
-    assert [e.path for e in kept] == expected
+    assert kept is not None and [e.path for e in kept] == expected
+    assert number == len(expected)
+    held, counted = collect([str(tmp_path / "in")], frozenset(), WalkStats(), False,
+                            every_other, hold=len(expected) - 1)
+    assert (held, counted) == (None, len(expected))  # past ``hold``: counted, not listed
     seen = iter(range(10**6))
-    stopped = collect([str(tmp_path / "in")], frozenset(), WalkStats(), False,
-                      lambda batch: batch, stop=lambda: next(seen) >= CHOOSE_BATCH + 10)
-    assert [e.path for e in stopped] == walked[:CHOOSE_BATCH]
+    stopped, _ = collect([str(tmp_path / "in")], frozenset(), WalkStats(), False,
+                         lambda batch: batch, stop=lambda: next(seen) >= CHOOSE_BATCH + 10)
+    assert stopped is not None and [e.path for e in stopped] == walked[:CHOOSE_BATCH]
+
+
+def test_a_catch_up_with_more_to_sort_than_it_holds_walks_again_and_sorts_all(
+    archived: tuple[Site, Corpus], runtime: Runtime, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A first catch-up of a large archive does not list every file in memory: past
+    ``hold`` files it counts them, then sorts them during a second walk. The report and
+    the output are those of a catch-up that held them all."""
+    site, corpus = archived
+    total = len(corpus.sortable) + len(corpus.bad)
+    now = time.time()
+    old = corpus.sortable[:4]
+    for path in old:
+        os.utime(path, (now - 3 * 24 * HOUR, now - 3 * 24 * HOUR))
+    with caplog.at_level("INFO", logger="dcmsortd"):
+        first = catch_up(runtime, [str(corpus.root)], now - 2 * 24 * HOUR, hold=3)
+    assert "more than 3: walking again" in caplog.text
+    assert (first.walk.files, first.older, first.known, first.examined) == (
+        total, 4, 0, total - 4)
+    assert first.tally.counts["sorted"] == len(corpus.sortable) - 4
+    runtime.flush(everything=True)
+    everything = catch_up(runtime, [str(corpus.root)], None, hold=3)
+    assert (everything.known, everything.examined) == (total - 4, 4)
+    records = [json.loads(p.read_text()) for p in (site.site / "raw").glob("*/*.json")]
+    assert sum(int(r["NumFiles"]) for r in records) == len(corpus.sortable)
+    again = catch_up(runtime, [str(corpus.root)], None, hold=3)
+    assert (again.known, again.examined) == (total, 0)

@@ -29,6 +29,7 @@ from .walk import (
     FileEntry,
     WalkStats,
     arrival,
+    chosen_files,
     collect,
     count,
     distinct_tops,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 START_MARGIN = 300.0  # a start-up catch-up looks back this far before the last heartbeat
 FLUSH_EVERY = 0.1  # seconds between writes of due records (downstream readers poll them)
 COMMIT_EVERY = 10.0  # seconds between full flushes, which make the index durable
+HOLD_FILES = 100_000  # files to sort a catch-up lists in memory (~27 MB); more: two walks
 
 
 @dataclass
@@ -138,9 +140,12 @@ def import_paths(runtime: Runtime, paths: Sequence[str], terminal: bool = False)
 def catch_up(
     runtime: Runtime, roots: Sequence[str], since: float | None, terminal: bool = False,
     label: str = "catch-up", stop: Callable[[], bool] = lambda: False,
+    hold: int = HOLD_FILES,
 ) -> Report:
     """Sort the files under ``roots`` (modified since ``since``) the index does not hold.
 
+    Up to ``hold`` files to sort are listed in one walk, then sorted; more (a first
+    catch-up of a large archive) are counted in that walk and sorted during a second.
     ``stop()`` true ends the run early; what was not sorted is found by the next one.
     """
     started = time.monotonic()
@@ -156,8 +161,15 @@ def catch_up(
         return chosen
 
     skip = output_folders(runtime.settings.site)
-    files = collect(report.roots, skip, report.walk, terminal, unhandled, stop)
-    report.tally = sort_files(runtime, files, len(files), label, terminal, stop)
+    kept, total = collect(report.roots, skip, report.walk, terminal, unhandled, stop, hold)
+    files: Iterable[FileEntry] = kept if kept is not None else ()
+    if kept is None:  # too many to hold: walk again, sorting them as they are found
+        log.info("%s: %d file(s) to sort, more than %d: walking again to sort them as they "
+                 "are found", label, total, hold)
+        # counted afresh; what the first walk logged is not logged again
+        report.walk, report.known, report.older = WalkStats(quiet=True), 0, 0
+        files = chosen_files(report.roots, skip, report.walk, unhandled, stop)
+    report.tally = sort_files(runtime, files, total, label, terminal, stop)
     report.seconds = time.monotonic() - started
     return report
 

@@ -186,30 +186,51 @@ def arrival(path: str) -> Arrival:
     return Arrival("unknown", "unknown", "unknown", path)
 
 
+def chosen_files(
+    paths: Iterable[str], skip: frozenset[str], stats: WalkStats,
+    choose: Callable[[list[FileEntry]], list[FileEntry]],
+    stop: Callable[[], bool] = lambda: False,
+    walked: Callable[[], None] = lambda: None,
+) -> Iterator[FileEntry]:
+    """The files under ``paths`` that ``choose`` keeps, in walk order, as they are found.
+
+    ``choose`` gets the files in batches of up to :data:`CHOOSE_BATCH` (one index query
+    each) and returns those to keep, in their order; ``walked()`` is called per file
+    walked. ``stop()`` true ends the walk, without choosing from the batch not yet full.
+    """
+    batch: list[FileEntry] = []
+    for entry in walk(paths, skip, stats):
+        if stop():
+            return
+        batch.append(entry)
+        walked()
+        if len(batch) >= CHOOSE_BATCH:
+            yield from choose(batch)
+            batch = []
+    if batch and not stop():
+        yield from choose(batch)
+
+
 def collect(
     paths: Iterable[str], skip: frozenset[str], stats: WalkStats, terminal: bool,
     choose: Callable[[list[FileEntry]], list[FileEntry]] = lambda batch: batch,
     stop: Callable[[], bool] = lambda: False,
-) -> list[FileEntry]:
-    """Walk ``paths`` (showing progress) and return the files ``choose`` keeps, in order.
-
-    ``choose`` gets the files in batches of up to :data:`CHOOSE_BATCH` (one index query
-    each) and returns those to keep, in their order. ``stop()`` true ends the walk early.
+    hold: int | None = None,
+) -> tuple[list[FileEntry] | None, int]:
+    """Walk ``paths`` (showing progress): the files ``choose`` keeps (see
+    :func:`chosen_files`) and how many. Past ``hold`` of them the list is dropped (None)
+    and they are only counted, so memory stays bounded on any archive.
     """
-    chosen: list[FileEntry] = []
-    batch: list[FileEntry] = []
+    kept: list[FileEntry] | None = []
+    number = 0
     with Progress("scanning", None, terminal) as progress:
-        for entry in walk(paths, skip, stats):
-            if stop():
-                break
-            batch.append(entry)
-            if len(batch) >= CHOOSE_BATCH:
-                chosen += choose(batch)
-                batch = []
-            progress.advance()
-        if batch and not stop():
-            chosen += choose(batch)
-    return chosen
+        for entry in chosen_files(paths, skip, stats, choose, stop, progress.advance):
+            number += 1
+            if kept is not None and hold is not None and number > hold:
+                kept = None  # only counted from here on
+            if kept is not None:
+                kept.append(entry)
+    return kept, number
 
 
 def count(paths: Iterable[str], skip: frozenset[str], terminal: bool) -> int:
