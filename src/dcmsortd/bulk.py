@@ -162,8 +162,8 @@ def catch_up(
 
     skip = output_folders(runtime.settings.site)
     kept, total = collect(report.roots, skip, report.walk, terminal, unhandled, stop, hold)
-    files: Iterable[FileEntry] = kept if kept is not None else ()
-    if kept is None:  # too many to hold: walk again, sorting them as they are found
+    files: Iterable[FileEntry] | None = kept
+    if files is None:  # too many to hold: walk again, sorting them as they are found
         log.info("%s: %d file(s) to sort, more than %d: walking again to sort them as they "
                  "are found", label, total, hold)
         # counted afresh; what the first walk logged is not logged again
