@@ -176,3 +176,63 @@ def test_workers_that_cannot_start_leave_the_work_to_the_main_process(
     assert "worker processes did not start" in out.stderr, out.stderr
     assert "examined: 8" in out.stderr, out.stderr
     assert _num_files(site, series) == "8"
+
+
+_WORKERS_LOST_FOR_GOOD = """\
+import glob, logging, os, signal, sys, time
+import multiprocessing.spawn
+from dcmsortd.config import resolve
+from dcmsortd.notice import parse_line
+from dcmsortd.rules import load_rules
+from dcmsortd.runtime import build
+from dcmsortd.workerboot import start_early
+
+def main(archive, base):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    paths = sorted(glob.glob(os.path.join(archive, "*", "*.dcm")))
+    start_early()
+    settings = resolve({"datadir": os.path.join(base, "data"), "workers": 2,
+                        "config": os.path.join(base, "config.json"),
+                        "input_roots": [archive]}, base)
+    runtime = build(settings, load_rules(None), heartbeat=False)
+    for path in paths[:60]:
+        runtime.pipeline.feed(parse_line(path))
+    runtime.pipeline.settle()
+    time.sleep(1.0)  # the workers are up
+    for path in paths[60:120]:
+        runtime.pipeline.feed(parse_line(path))
+    runtime.pipeline.settle()
+    # no new worker can ever start: the interpreter is gone and the fork server and the
+    # resource tracker (this process's children; the workers are the fork server's) die
+    multiprocessing.spawn.set_executable("/nonexistent/python")
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as fh:
+        for pid in fh.read().split():
+            os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.5)
+    for path in paths[120:]:
+        runtime.pipeline.feed(parse_line(path))
+    runtime.close()
+    print("linked", len([p for p in glob.glob(os.path.join(base, "data", "site", "raw",
+                                                           "*", "*", "*"))
+                         if os.path.islink(p)]))
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_workers_lost_for_good_leave_every_file_to_the_main_process(tmp_path: Path) -> None:
+    """Workers die and no new one can start (no fork server, no interpreter to start one):
+    the pipeline says so and examines the rest itself; every file is linked."""
+    site = Site(tmp_path)
+    corpus = Corpus(site.archive)
+    write_series(corpus, pydicom_data("MR_small.dcm"), uid(74), uid(74, 1), 180, {})
+    script = tmp_path / "lost.py"
+    script.write_text(_WORKERS_LOST_FOR_GOOD)
+    out = subprocess.run([sys.executable, str(script), str(site.archive), str(site.root)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == "linked 180", out.stdout + out.stderr
+    assert "worker processes did not start" in out.stderr, out.stderr
+    assert "ERROR" not in out.stderr.replace(
+        "ERROR worker processes did not start", ""), out.stderr

@@ -148,8 +148,11 @@ class Pipeline:
         self.feed(arrival)
 
     def feed(self, arrival: Arrival) -> None:
-        if self._pool is None or (not self._inflight and not self._batch
-                                  and not self._workers_up()):
+        if self._pool is None:
+            self._submit()  # what still waits for workers that are gone goes first
+            self._apply(self._examine_inline(arrival))
+            return
+        if not self._inflight and not self._batch and not self._workers_up():
             self._apply(self._examine_inline(arrival))
             return
         self._batch.append(arrival)
@@ -170,23 +173,43 @@ class Pipeline:
         return self.examiner(arrival, self.rule_keys())
 
     def _submit(self) -> None:
-        if not self._batch or self._pool is None:
+        if not self._batch:
+            return
+        if self._pool is None:  # the workers are gone for good (a new pool failed to start)
+            self._examine_waiting_here()
             return
         batch, self._batch = self._batch, []
         pool = self._pool
         try:
             future = pool.submit(_examine_batch, batch, self.rule_keys())
-        except BrokenProcessPool:
+        except BrokenProcessPool:  # a worker died: a new pool gets the batch
             self._renew_pool(pool)
-            if self._pool is None:  # no new pool: the rest is examined here, in order
-                while self._inflight:
-                    self._collect(block=True)
-                for arrival in batch:
-                    self._apply(self._examine_inline(arrival))
+            try:
+                if self._pool is None:
+                    raise RuntimeError("no new pool")
+                pool = self._pool
+                future = pool.submit(_examine_batch, batch, self.rule_keys())
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the files go on here
+                _not_started(exc)
+                self._drop_pool()
+                self._batch = batch
+                self._examine_waiting_here()
                 return
-            pool = self._pool
-            future = pool.submit(_examine_batch, batch, self.rule_keys())
         self._inflight.append((batch, future, pool))
+
+    def _drop_pool(self) -> None:
+        """Give up on worker processes: from now on every file is examined here."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _examine_waiting_here(self) -> None:
+        """File what is in flight, then examine what waits in this process, in order."""
+        while self._inflight:
+            self._collect(block=True)
+        batch, self._batch = self._batch, []
+        for arrival in batch:
+            self._apply(self._examine_inline(arrival))
 
     def _collect(self, block: bool) -> None:
         while self._inflight and (block or self._inflight[0][1].done()):
