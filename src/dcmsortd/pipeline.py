@@ -87,6 +87,7 @@ class Pipeline:
         self._starter: threading.Thread | None = None
         self._starting: list[Future[int]] = []
         self._up = False
+        self._start_failed = False  # the starter thread failed (and said so)
         self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 1 else None
 
     def _new_pool(self) -> ProcessPoolExecutor | None:
@@ -99,7 +100,7 @@ class Pipeline:
         examined here, in this process, with nothing in flight, so the order of results
         is kept.
         """
-        self._up = False
+        self._up = self._start_failed = False
         try:
             pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=worker_context(),
@@ -121,6 +122,7 @@ class Pipeline:
             for _ in range(self.workers):  # each submit with no idle worker starts one
                 starting.append(pool.submit(_ready))
         except Exception as exc:  # no fork server, no processes: examine in this process
+            self._start_failed = True
             _not_started(exc)
 
     def _workers_up(self) -> bool:
@@ -184,18 +186,32 @@ class Pipeline:
             future = pool.submit(_examine_batch, batch, self.rule_keys())
         except BrokenProcessPool:  # a worker died: a new pool gets the batch
             self._renew_pool(pool)
-            try:
-                if self._pool is None:
-                    raise RuntimeError("no new pool")
-                pool = self._pool
-                future = pool.submit(_examine_batch, batch, self.rule_keys())
-            except Exception as exc:  # noqa: BLE001 - whatever it is, the files go on here
-                _not_started(exc)
-                self._drop_pool()
+            resubmitted = self._resubmit(batch)
+            if resubmitted is None:
                 self._batch = batch
                 self._examine_waiting_here()
                 return
+            future, pool = resubmitted
         self._inflight.append((batch, future, pool))
+
+    def _resubmit(
+        self, batch: list[Arrival]
+    ) -> tuple[Future[list[Examined]], ProcessPoolExecutor] | None:
+        """``batch`` handed to the new pool; None when there is none (``_new_pool`` said
+        why) or it cannot take work: the workers are then given up, said once."""
+        pool = self._pool
+        if pool is None:
+            return None
+        try:
+            return pool.submit(_examine_batch, batch, self.rule_keys()), pool
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the files go on here
+            starter = self._starter
+            if starter is not None:
+                starter.join(timeout=10.0)  # it fails the same way: one line for both
+            if not self._start_failed:
+                _not_started(exc)
+            self._drop_pool()
+            return None
 
     def _drop_pool(self) -> None:
         """Give up on worker processes: from now on every file is examined here."""
