@@ -247,6 +247,37 @@ def test_index_is_committed_only_once_records_are_written(
         reader.close()
 
 
+
+def test_a_record_not_yet_written_holds_back_only_its_own_files(
+    archived: tuple[Site, Corpus], runtime: Runtime
+) -> None:
+    """A file's row waits for the records it is counted in, not for every record: a
+    series whose record cannot be written (here a folder stands where it goes) does not
+    keep the rows of other series from the index, nor piling up in memory."""
+    site, corpus = archived
+    mr = sorted(corpus.root.glob("a/mr/*"))
+    ct = sorted(corpus.root.glob("b/ct/*"))
+    reader = ProcessedIndex(str(site.site / ".dcmsortd" / "processed.sqlite"))
+    try:
+        for path in (mr[0], ct[0]):
+            runtime.pipeline.feed(Arrival("unknown", "unknown", "unknown", str(path)))
+        runtime.flush(everything=True)
+        assert set(reader.snapshot()) == {str(mr[0]), str(ct[0])}
+        mr_record = site.site / "raw" / uid(1) / f"{uid(1, 2)}.json"
+        mr_record.unlink()
+        mr_record.mkdir()  # the MR record can no longer be replaced
+        for path in (mr[1], ct[1]):
+            runtime.pipeline.feed(Arrival("unknown", "unknown", "unknown", str(path)))
+        runtime.flush(everything=True)
+        assert runtime.store.dirty_records() == {str(mr_record)}
+        assert set(reader.snapshot()) == {str(mr[0]), str(ct[0]), str(ct[1])}
+        mr_record.rmdir()
+        runtime.flush(everything=True)
+        assert runtime.store.dirty_records() == set()
+        assert set(reader.snapshot()) == {str(mr[0]), str(ct[0]), str(ct[1]), str(mr[1])}
+    finally:
+        reader.close()
+
 def test_daemon_catches_up_at_start_on_files_missed_while_it_was_down(tmp_path: Path) -> None:
     site = DaemonSite(tmp_path)
     early = site.archive / "early.dcm"

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from .episode import Episode
 
@@ -35,7 +36,8 @@ class ProcessedIndex:
         self.path = path
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         self._setup()
-        self._pending: list[tuple[str, int, int, str]] = []
+        # (row, the records the file is counted in): see commit()
+        self._pending: list[tuple[tuple[str, int, int, str], tuple[str, ...]]] = []
         self._episode = Episode(log)  # a commit failed: logged once, retried at the next commit
 
     def _setup(self, attempts: int = 100) -> None:
@@ -52,24 +54,35 @@ class ProcessedIndex:
                     raise
                 time.sleep(0.1)
 
-    def record(self, path: str, size: int, mtime_ns: int, outcome: str) -> None:
-        self._pending.append((path, size, mtime_ns, outcome))
+    def record(self, path: str, size: int, mtime_ns: int, outcome: str,
+               records: tuple[str, ...] = ()) -> None:
+        """Remember a handled file; ``records``: the records (paths) it is counted in."""
+        self._pending.append(((path, size, mtime_ns, outcome), records))
 
-    def commit(self) -> None:
+    def commit(self, held: AbstractSet[str] = frozenset()) -> None:
+        """Write the remembered rows, except those of files counted in a record of
+        ``held`` (not written yet: a crash could lose the file from it, and the catch-up
+        scan, which trusts the index, must then read the file again). Those wait."""
         if not self._pending:
             return
-        rows, self._pending = self._pending, []
+        if held:
+            ready = [p for p in self._pending if held.isdisjoint(p[1])]
+            if not ready:
+                return
+            self._pending = [p for p in self._pending if not held.isdisjoint(p[1])]
+        else:
+            ready, self._pending = self._pending, []
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, outcome) VALUES (?, ?, ?, ?)",
-                rows,
+                [row for row, _ in ready],
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            self._pending = rows + self._pending
+            self._pending = ready + self._pending
             self._episode.failed(
                 "%s: cannot update the processed-files index, will retry: %s", self.path, exc)
             return
@@ -95,8 +108,10 @@ class ProcessedIndex:
             found.update((row[0], (row[1], row[2])) for row in cur)
         return found
 
-    def close(self, commit: bool = True) -> None:
+    def close(self, commit: bool = True, held: AbstractSet[str] = frozenset()) -> None:
+        """Commit (see commit()) and close; rows still held are dropped (catch-up retries
+        their files)."""
         if commit:
-            self.commit()
+            self.commit(held)
         self._pending.clear()
         self._db.close()

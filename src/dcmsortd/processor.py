@@ -15,7 +15,7 @@ from .header import SeriesCache, read_instance
 from .index import ProcessedIndex
 from .instance import Instance, TagKey
 from .notice import Arrival
-from .store import IncompleteHeader, Store
+from .store import Filed, IncompleteHeader, Store
 
 log = logging.getLogger(__name__)
 
@@ -84,38 +84,41 @@ class Sorter:
 
     def handle(self, ex: Examined) -> str:
         """File one examined arrival; returns the outcome (sorted, ignored, deleted, bad, ...)."""
-        outcome = self._outcome(ex)
+        outcome, records = self._outcome(ex)
         self.counts[outcome] += 1
         if self.index is not None and outcome != "failed" and ex.size >= 0:
-            self.index.record(ex.arrival.path, ex.size, ex.mtime_ns, outcome)
+            self.index.record(ex.arrival.path, ex.size, ex.mtime_ns, outcome, records)
         return outcome
 
-    def _outcome(self, ex: Examined) -> str:
+    def _outcome(self, ex: Examined) -> tuple[str, tuple[str, ...]]:
+        """The outcome, and the records (paths) the file is now counted in."""
         path = ex.arrival.path
         if ex.instance is None:
             reason = ex.error or "unknown error"
             log.error("%s: %s", path, reason)
-            return "rejected" if isinstance(ex.error, RejectedInput) else "bad"
+            return "rejected" if isinstance(ex.error, RejectedInput) else "bad", ()
         inst = ex.instance
         if self.modalities is not None and inst.modality.upper() not in self.modalities:
-            return self._other_modality(path, inst.modality)
+            return self._other_modality(path, inst.modality), ()
         try:
-            self._file(inst, ex.arrival)
+            where = self._file(inst, ex.arrival).placement
         except HeaderError as exc:
             log.error("%s: %s", path, exc)
-            return "bad"
+            return "bad", ()
         except OSError as exc:
             self.report_failure(path, f"cannot write the output: {exc}")
-            return "failed"
-        return "sorted"
+            return "failed", ()
+        if where.sr_listing is not None and inst.sr is not None:
+            return "sorted", (where.record, where.sr_listing)
+        return "sorted", (where.record,)
 
-    def _file(self, inst: Instance, arrival: Arrival) -> None:
+    def _file(self, inst: Instance, arrival: Arrival) -> Filed:
         try:
-            self.store.file(inst, arrival)
+            return self.store.file(inst, arrival)
         except IncompleteHeader:
             # a series this process read before, but whose record is gone: read it in full
             keys = self.store.rules.tag_keys()  # type: ignore[attr-defined]
-            self.store.file(read_instance(inst.path, keys, full=True), arrival)
+            return self.store.file(read_instance(inst.path, keys, full=True), arrival)
 
     def _other_modality(self, path: str, modality: str) -> str:
         shown = modality or "(none)"

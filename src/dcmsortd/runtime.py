@@ -49,8 +49,9 @@ class Runtime:
     def flush(self, everything: bool = False) -> None:
         """Write what is due (or everything), then commit the processed-files index.
 
-        The index is committed only when no series record is left unwritten, so it never
-        lists a file whose record a crash could still lose (the catch-up scan trusts it).
+        A file's row is committed only once the records it is counted in are written, so
+        the index never lists a file whose record a crash could still lose (the catch-up
+        scan trusts it); a record that cannot be written holds back only its own files.
         """
         if everything:
             self.pipeline.settle()
@@ -60,12 +61,12 @@ class Runtime:
             if path not in self._failing_records:
                 log.error("%s: cannot write the record, will retry: %s", path, exc)
                 self._failing_records.add(path)
-        if not self.store.dirty():
-            if self._failing_records:
-                log.info("%d record(s) that could not be written are written now",
-                         len(self._failing_records))
-                self._failing_records.clear()
-            self.index.commit()
+        dirty = self.store.dirty_records()
+        if not dirty and self._failing_records:
+            log.info("%d record(s) that could not be written are written now",
+                     len(self._failing_records))
+            self._failing_records.clear()
+        self.index.commit(held=dirty)
         if self.sorter.failed_list is not None:
             self.sorter.failed_list.flush()
         now = time.time()
@@ -90,7 +91,7 @@ class Runtime:
         if self.heartbeat:
             self._heartbeat(time.time())
         # rows of files whose record could not be written are dropped, so catch-up retries them
-        self.index.close(commit=not self.store.dirty())
+        self.index.close(held=self.store.dirty_records())
 
 
 def heartbeat_path(settings: Settings) -> str:

@@ -320,6 +320,11 @@ class Store:
     def dirty(self) -> bool:
         return any(e.dirty for table in (self._series, self._srs) for e in table.values())
 
+    def dirty_records(self) -> frozenset[str]:
+        """The records (paths) with changes not yet written."""
+        return frozenset(e.record_path for table in (self._series, self._srs)
+                         for e in table.values() if e.dirty)
+
     def _evict(self, force: bool = False) -> None:
         now = self.clock()
         for table in (self._series, self._srs):
