@@ -65,13 +65,13 @@ class ProcessedIndex:
         scan, which trusts the index, must then read the file again). Those wait."""
         if not self._pending:
             return
-        if held:
-            ready = [p for p in self._pending if held.isdisjoint(p[1])]
-            if not ready:
-                return
-            self._pending = [p for p in self._pending if not held.isdisjoint(p[1])]
-        else:
-            ready, self._pending = self._pending, []
+        ready: list[tuple[tuple[str, int, int, str], tuple[str, ...]]] = []
+        waiting: list[tuple[tuple[str, int, int, str], tuple[str, ...]]] = []
+        for pending in self._pending:
+            (ready if held.isdisjoint(pending[1]) else waiting).append(pending)
+        if not ready:
+            return
+        self._pending = waiting
         try:
             self._db.execute("BEGIN")
             self._db.executemany(

@@ -138,7 +138,7 @@ class Pipeline:
     def _renew_pool(self, broken: ProcessPoolExecutor) -> None:
         """A worker died (killed, out of memory): the pool is broken; start a new one."""
         if self._pool is broken:
-            broken.shutdown(wait=False, cancel_futures=True)
+            self._drop_pool()
             self._pool = self._new_pool()
 
     def feed_line(self, raw: bytes | str) -> None:
@@ -221,8 +221,7 @@ class Pipeline:
 
     def _examine_waiting_here(self) -> None:
         """File what is in flight, then examine what waits in this process, in order."""
-        while self._inflight:
-            self._collect(block=True)
+        self._drain()
         batch, self._batch = self._batch, []
         for arrival in batch:
             self._apply(self._examine_inline(arrival))
@@ -245,6 +244,10 @@ class Pipeline:
     def settle(self) -> None:
         """Examine and file everything fed so far."""
         self._submit()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Wait for and file every batch in flight."""
         while self._inflight:
             self._collect(block=True)
 
