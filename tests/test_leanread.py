@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import glob
 import gzip
+import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
 import pydicom
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
 
 from dcmsortd.dicomfile import read_dataset
 from dcmsortd.elements import element_text
@@ -242,3 +247,74 @@ def test_a_filtered_read_keeps_exactly_what_kept_names(real_files: list[Path]) -
         assert filtered[1:] == whole[1:], path
         compared += 1
     assert compared >= 60
+
+
+# explicit VR; explicit with many elements; implicit VR; undefined-length sequences
+_SEEDS = ["MR_small.dcm", "CT_small.dcm", "rtplan.dcm", "JPEG2000.dcm"]
+_SEED_CACHE: dict[str, bytes] = {}
+
+
+def _seed_bytes(name: str) -> bytes:
+    if name not in _SEED_CACHE:
+        # found in place: get_testdata_file would try to download a missing one
+        folder = Path(pydicom.__file__).parent / "data" / "test_files"
+        _SEED_CACHE[name] = (folder / name).read_bytes()
+    return _SEED_CACHE[name]
+
+
+_EDIT = st.tuples(st.sampled_from(["byte", "length", "cut"]), st.integers(132, 3999),
+                  st.integers(0, 255), st.sampled_from([0, 1, 2, 0xFFFF]), st.integers(1, 24))
+
+
+def _damaged(name: str, edits: list[tuple[str, int, int, int, int]]) -> bytes:
+    """A real file with a few bytes of its header changed, a length rewritten or a
+    stretch cut out."""
+    data = bytearray(_seed_bytes(name))
+    for kind, at, byte, length, cut in edits:
+        pos = 132 + (at - 132) % (min(len(data), 4000) - 132)
+        if kind == "byte":
+            data[pos] = byte
+        elif kind == "length":
+            data[pos:pos + 2] = struct.pack("<H", length)
+        else:
+            del data[pos:pos + cut]
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(name=st.sampled_from(_SEEDS), edits=st.lists(_EDIT, min_size=1, max_size=4),
+       filtered=st.booleans())
+def test_on_damaged_files_the_lean_reader_gives_pydicom_s_elements_or_none(
+    name: str, edits: list[tuple[str, int, int, int, int]], filtered: bool
+) -> None:
+    """Whatever the damage, the lean reader either leaves the file to pydicom (None) or
+    gives exactly the top-level elements pydicom reads before the pixel data: the same
+    tags, the same raw elements (value, VR, length, offset) and the same text; with a tag
+    filter, the kept ones."""
+    data = _damaged(name, edits)
+    wanted = frozenset({0x00100020, 0x0020000D, 0x0020000E, 0x00080060}) if filtered else None
+    found = read_lean(io.BytesIO(data), len(data), wanted)
+    if found is None:
+        return
+    lean, _, implicit = found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ref = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"the lean reader read a file pydicom cannot: {exc!r}")
+    expected = [int(t) for t in ref.keys()  # noqa: SIM118
+                if wanted is None or kept(int(t), wanted)]
+    assert [int(t) for t in lean.keys()] == expected  # noqa: SIM118
+    assert implicit == ref.is_implicit_VR
+    for tag in expected:  # before any value is read (which converts some others too)
+        theirs = ref.get_item(tag)
+        if isinstance(theirs, RawDataElement):  # pydicom converted a few (the charset)
+            assert lean.get_item(tag) == theirs, hex(tag)
+    for tag in expected:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert element_text(lean, tag) == element_text(ref, tag), hex(tag)
+            assert lean[tag].VR == ref[tag].VR, hex(tag)
+    assert lean.original_character_set == ref.original_character_set

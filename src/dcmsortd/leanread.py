@@ -18,6 +18,7 @@ words the error for a damaged file. So this is an optimisation, never a second o
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import MutableSequence
 from typing import BinaryIO
@@ -45,6 +46,14 @@ _VRS = frozenset(
 )
 _VR_NAMES = {vr: vr.decode() for vr in _VRS}
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_VR_INFO = {vr: (vr.decode(), vr in _LONG_VRS) for vr in _VRS}  # name, 32-bit length
+# RawDataElement's fields as this module fills them (the last two are pydicom's defaults:
+# is_raw, is_buffered); when they are, an element is made as a plain tuple of them, which
+# skips the named tuple's Python-level __new__ (a tenth of the reader's time)
+_RAW_AS_TUPLE = RawDataElement._fields == (
+    "tag", "VR", "length", "value", "value_tell", "is_implicit_VR", "is_little_endian",
+    "is_raw", "is_buffered",
+) and RawDataElement._field_defaults == {"is_raw": True, "is_buffered": False}
 _IMPLICIT = struct.Struct("<HHL")
 _EXPLICIT = struct.Struct("<HH2sH")
 _LENGTH32 = struct.Struct("<L")
@@ -145,27 +154,39 @@ def _top_level(  # noqa: C901 - the hot loop: element heads are parsed inline, f
     """The top-level elements before the pixel data, the character set, where it stopped.
 
     With ``wanted``, only those elements are kept (and every one :func:`kept` keeps);
-    the others are stepped over.
+    the others are stepped over. This runs for every element of every file (a few
+    hundred a file): names are bound locally, one lookup gives a VR's name and length
+    size, and the kept test puts first what an element that is stepped over fails.
     """
     elements: dict[BaseTag, RawDataElement] = {}
     charset: str | MutableSequence[str] = default_encoding
     size = buf.size
     data = buf.data
+    have = len(data)
+    head = _IMPLICIT.unpack_from if implicit else _EXPLICIT.unpack_from
+    length32 = _LENGTH32.unpack_from
+    vr_info = _VR_INFO.get
+    keep = None if wanted is None else _with_charset(wanted)
+    kept_groups = _KEPT_GROUPS
+    undefined = _UNDEFINED
+    as_tuple, new_tuple = _RAW_AS_TUPLE, tuple.__new__
     vr: str | None = None
     while pos < size:
-        if pos + 12 > len(data):
+        if pos + 12 > have:
             data = buf.need(min(pos + 12, size))
+            have = len(data)
         if implicit:
-            group, elem, length = _IMPLICIT.unpack_from(data, pos)
-            vr = None
+            group, elem, length = head(data, pos)
+            vr = None  # pydicom looks an implicit element's VR up when it converts it
             start = pos + 8
         else:
-            group, elem, raw_vr, length = _EXPLICIT.unpack_from(data, pos)
-            vr = _VR_NAMES.get(raw_vr)
-            if vr is None:
+            group, elem, raw_vr, length = head(data, pos)
+            info = vr_info(raw_vr)
+            if info is None:
                 raise _NotLean(f"unknown VR {raw_vr!r} at {pos}")
-            if raw_vr in _LONG_VRS:
-                (length,) = _LENGTH32.unpack_from(data, pos + 8)
+            vr, long = info
+            if long:
+                (length,) = length32(data, pos + 8)
                 start = pos + 12
             else:
                 start = pos + 8
@@ -174,26 +195,37 @@ def _top_level(  # noqa: C901 - the hot loop: element heads are parsed inline, f
             if tag in _PIXEL_TAGS:
                 return elements, charset, pos
             raise _NotLean("an item or delimiter tag at the top level")
-        if length == _UNDEFINED:
+        if length == undefined:
             vr = _sequence_vr(buf, tag, vr, start)
             pos = _skip_sequence(buf, start, implicit)
             data = buf.data
+            have = len(data)
             length = pos - 8 - start  # the items, without the sequence delimiter
         else:
             pos = start + length
-            if pos > len(data):
+            if pos > have:
                 data = buf.need(pos)
-        if (wanted is not None and tag not in wanted and group not in _KEPT_GROUPS
-                and not (group & 1 and 0x0010 <= elem <= 0x00FF) and tag != _CHARSET):
+                have = len(data)
+        if (keep is not None and tag not in keep and group not in kept_groups
+                and not (group & 1 and 0x0010 <= elem <= 0x00FF)):
             continue  # not kept: the test of kept(), inline (it runs for every element)
         value = data[start : start + length] if length else empty_value_for_VR(vr, raw=True)
-        raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)  # type: ignore[arg-type]
+        if as_tuple:
+            raw = new_tuple(RawDataElement, (BaseTag(tag), vr, length, value, start, implicit,
+                                             True, True, False))
+        else:
+            raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)  # type: ignore[arg-type]
         if tag == _CHARSET:
             charset = _charset(raw)
         elements[raw.tag] = raw
     if pos != size:
         raise _NotLean("stray bytes at the end")
     return elements, charset, size
+
+
+@functools.lru_cache(maxsize=16)
+def _with_charset(wanted: frozenset[int]) -> frozenset[int]:
+    return wanted | {_CHARSET}
 
 
 def kept(tag: int, wanted: frozenset[int]) -> bool:
