@@ -131,7 +131,8 @@ def import_paths(runtime: Runtime, paths: Sequence[str], terminal: bool = False)
     report = Report("import", distinct_tops(paths))
     skip = output_folders(runtime.settings.site)
     total = count(report.roots, skip, terminal)
-    files = walk(report.roots, skip, report.walk)
+    # every file is sorted, whatever its size and time (those come with its examination)
+    files = walk(report.roots, skip, report.walk, lstat=False)
     report.tally = sort_files(runtime, files, total, "import", terminal)
     report.seconds = time.monotonic() - started
     return report

@@ -103,7 +103,7 @@ def plan_import(settings: Settings, rules: RuleSet, paths: list[str],
     skip = output_folders(settings.site)
     total = count(report.roots, skip, terminal)
     with Progress("dry run", total, terminal) as progress:
-        for entry in walk(report.roots, skip, report.walk):
+        for entry in walk(report.roots, skip, report.walk, lstat=False):
             ex = examiner(arrival(entry.path), keys)
             outcome = would(settings, ex)
             report.tally.add(outcome, entry.path, *reason(ex, outcome))

@@ -95,7 +95,8 @@ def walk(
 
     A given path is followed if it is a symbolic link (the data folder often is one);
     nothing below it is. Folders in ``skip`` (absolute paths) are not entered. Without
-    ``lstat`` the walk only reads folders (file types come with the listing): for counting.
+    ``lstat`` the walk only reads folders (file types come with the listing) and the
+    entries' size and time are -1: for counting, and for an import (which sorts every file).
     """
     stats = stats if stats is not None else WalkStats()
     for top in distinct_tops(paths):
