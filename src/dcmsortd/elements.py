@@ -28,6 +28,7 @@ from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_sequence_item
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def value_of(ds: Dataset, tag: int) -> Any:
     The element is converted without being stored back (``ds[tag]`` does the same
     conversion, then looks the element up three more times).
     """
-    elem = ds.get_item(tag)
+    elem = ds.get_item(BaseTag(tag))  # pydicom's Tag() returns a BaseTag as it is, at once
     if elem is None:
         return ABSENT
     if not isinstance(elem, RawDataElement):

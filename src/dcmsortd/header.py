@@ -39,6 +39,7 @@ from typing import Any
 from pydicom import config as pydicom_config
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from . import csa, protocol
 from .dicomfile import read_dataset
@@ -404,7 +405,7 @@ def uid_text(ds: Dataset, tag: int) -> str:
     here the way pydicom does it: ISO 8859-1, trailing NULs and spaces removed, then the
     whitespace strip of its ``UID`` class. Anything else goes to pydicom.
     """
-    elem = ds.get_item(tag)
+    elem = ds.get_item(BaseTag(tag))
     if (isinstance(elem, RawDataElement) and isinstance(elem.value, bytes)
             and (elem.VR == "UI" or (elem.VR is None and tag in _UID_TAG_SET))):
         text = elem.value.decode("latin-1").rstrip("\x00 ")
