@@ -139,10 +139,14 @@ def _encoding(transfer_syntax: str) -> bool:
 
 
 def _check_first_vr(buf: _Buffer, pos: int, implicit: bool) -> None:
-    """pydicom switches encodings when the first element looks otherwise: we don't."""
+    """pydicom switches encodings when the first element looks otherwise, and reads
+    command set elements (group 0x0000) in front of the data set its own way: we don't."""
     if pos + 6 > buf.size:
         return
-    raw_vr = buf.need(pos + 6)[pos + 4 : pos + 6]
+    head = buf.need(pos + 6)
+    if head[pos : pos + 2] == b"\x00\x00":
+        raise _NotLean("a command set element at the start of the data set")
+    raw_vr = head[pos + 4 : pos + 6]
     looks_implicit = not (0x40 < raw_vr[0] < 0x5B and 0x40 < raw_vr[1] < 0x5B)
     if looks_implicit != implicit:
         raise _NotLean("the data set's encoding differs from its transfer syntax")
