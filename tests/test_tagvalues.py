@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
+from dcmsortd import elements, tagvalues
 from dcmsortd.tagvalues import values_from_dataset
 from realfiles import nibabel_data, pydicom_data
 
@@ -133,3 +137,121 @@ def test_nibabel_siemens_private_elements(tmp_path: Path) -> None:
     assert got[(0x19, 0x100A)] == 48
     assert got[(0x19, 0x100C)] == "1000"
     assert isinstance(got[(0x29, 0x1010)], str) and got[(0x29, 0x1010)].startswith("b'SV10")
+
+
+# Remembered values (per element in elements.value_of, per snapshot here) equal fresh ones.
+
+_CREATOR, _GRADIENT = 0x00190010, 0x0019100E  # (0019,xx0E): FD x3 for Siemens, US for GE
+_GRADIENT_BYTES = struct.pack("<3d", 0.5, -0.25, 0.75)
+
+
+def _raw_dataset(elements: dict[int, tuple[str | None, bytes]], implicit: bool,
+                 charset: str = "iso8859") -> Dataset:
+    ds = Dataset({BaseTag(tag): RawDataElement(BaseTag(tag), vr, len(value), value, 0,
+                                               implicit, True)
+                  for tag, (vr, value) in elements.items()})
+    ds.set_original_encoding(implicit, True, charset)
+    return ds
+
+
+def _fresh(ds: Dataset, keys: frozenset[Any]) -> dict[Any, Any]:
+    elements._memo.clear()
+    tagvalues._snapshots.clear()
+    return values_from_dataset(ds, keys)
+
+
+def _typed(values: dict[Any, Any]) -> dict[Any, Any]:
+    """Values with their types, so "1" and 1 and 1.0 differ."""
+    def typed(v: Any) -> Any:
+        return [typed(x) for x in v] if isinstance(v, list) else (type(v).__name__, v)
+    return {k: typed(v) for k, v in values.items()}
+
+
+@pytest.mark.parametrize("vr", ["UN", None])
+def test_a_private_element_without_its_vr_is_read_by_its_own_creator(vr: str | None) -> None:
+    """The same bytes under the same private tag are three floats for Siemens, twelve
+    numbers for GE and text for an unknown creator, whatever was read before."""
+    keys = frozenset({(0x0019, 0x100E)})
+    expected = {
+        b"SIEMENS MR HEADER ": [0.5, -0.25, 0.75],
+        b"GEMS_ACQU_01": list(struct.unpack("<12H", _GRADIENT_BYTES)),
+        b"ACME PRIVATE": str(_GRADIENT_BYTES),
+    }
+
+    def image(creator: bytes) -> Dataset:
+        return _raw_dataset({_CREATOR: ("LO" if vr else None, creator),
+                             _GRADIENT: (vr, _GRADIENT_BYTES)}, implicit=vr is None)
+
+    texts = {}
+    for creator in expected:  # the record's text, each read with nothing remembered
+        elements._memo.clear()
+        texts[creator] = elements.element_text(image(creator), _GRADIENT)
+    assert len(set(texts.values())) == 3
+    for creators in (list(expected), list(reversed(expected))):
+        for creator in creators * 2:
+            assert values_from_dataset(image(creator), keys) == {
+                (0x19, 0x100E): expected[creator]}
+            assert elements.element_text(image(creator), _GRADIENT) == texts[creator]
+
+
+_RULE_KEYS = frozenset({"SeriesDescription", "ImageType", "EchoTime", "Rows",
+                        "SmallestImagePixelValue", (0x0019, 0x100E), (0x0008, 0x0008, 1)})
+# tag: the VRs it may be written with (explicit VR), and the bytes it may hold
+_ELEMENTS: dict[int, tuple[list[str], list[bytes]]] = {
+    0x0008103E: (["LO", "UN"], [b"ep2d_diff ", b"\xe9t\xe9 ", b"\xd0\x96\xd0\xb8", b""]),
+    0x00080008: (["CS", "UN"], [b"ORIGINAL\\PRIMARY", b"DERIVED\\SECONDARY\\ADC ", b"M"]),
+    0x00180081: (["DS", "UN"], [b"30 ", b"2.460", b"1e3 ", b""]),
+    0x00280010: (["US", "UN"], [b"\x00\x01", b"\x40\x00", b"\x01"]),
+    0x00280103: (["US"], [b"\x00\x00", b"\x01\x00"]),  # PixelRepresentation
+    0x00280106: (["US", "SS", "UN"], [b"\xff\xff", b"\x10\x00"]),  # "US or SS"
+    _CREATOR: (["LO"], [b"SIEMENS MR HEADER ", b"GEMS_ACQU_01", b"ACME PRIVATE"]),
+    _GRADIENT: (["UN", "FD", "OB"], [_GRADIENT_BYTES, b"\x00" * 24, b"1000"]),
+}
+
+
+@st.composite
+def _series(draw: st.DrawFn) -> list[tuple[dict[int, tuple[str | None, bytes]], bool, str]]:
+    """Images each like the one before but for one thing: an element's value, VR or
+    presence, or the character set. So each shares what is remembered with an earlier
+    one, and any dependency the remembering misses shows."""
+    implicit = draw(st.booleans())
+
+    def element(tag: int) -> tuple[str | None, bytes] | None:
+        vrs, values = _ELEMENTS[tag]
+        if draw(st.integers(0, 4)) == 0:
+            return None  # absent
+        return (None if implicit else draw(st.sampled_from(vrs)), draw(st.sampled_from(values)))
+
+    charsets = ["iso8859", "iso8859_5", "utf_8"]
+    charset = draw(st.sampled_from(charsets))
+    this = {tag: element(tag) for tag in _ELEMENTS}
+    images = []
+    for _ in range(draw(st.integers(2, 12))):
+        images.append(({t: e for t, e in this.items() if e is not None}, implicit, charset))
+        changed = draw(st.sampled_from([*sorted(_ELEMENTS), "charset"]))
+        if changed == "charset":
+            charset = draw(st.sampled_from(charsets))
+        else:
+            this = {**this, changed: element(int(changed))}
+    return images
+
+
+@settings(max_examples=300, deadline=None)
+@given(_series())
+def test_remembered_rule_values_equal_fresh_ones(
+    images: list[tuple[dict[int, tuple[str | None, bytes]], bool, str]]
+) -> None:
+    """A run of images, many alike, some differing only in the encoding, a VR, the
+    character set, the private creator or the element that resolves "US or SS": each
+    one's values, read with what earlier ones left remembered, are those read afresh."""
+    elements._memo.clear()
+    tagvalues._snapshots.clear()
+    remembered = []
+    for image in images:
+        remembered.append(_typed(values_from_dataset(_raw_dataset(*image), _RULE_KEYS)))
+        remembered.append(_typed(values_from_dataset(_raw_dataset(*image), _RULE_KEYS)))
+    fresh = []
+    for image in images:
+        value = _typed(_fresh(_raw_dataset(*image), _RULE_KEYS))
+        fresh += [value, value]
+    assert remembered == fresh

@@ -13,9 +13,9 @@ A value pydicom cannot decode (corrupt bytes) counts as absent: nothing here rai
 Most elements of an image repeat those of the image before (PatientID, Modality, the
 rules' tags...), so :func:`value_of` remembers what pydicom made of the same raw bytes
 (same tag, VR, encoding and character set). The result is exactly pydicom's: only an
-element whose conversion depends on anything else (a private element read without VR,
-whose VR comes from its private creator; an ambiguous VR such as "US or SS") is always
-converted afresh. The memory is per process and bounded.
+element whose conversion depends on anything else (a private element read without VR or
+as UN, whose VR comes from its private creator; an ambiguous VR such as "US or SS") is
+always converted afresh (:func:`converts_alone`). The memory is per process and bounded.
 """
 
 from __future__ import annotations
@@ -59,17 +59,10 @@ def value_of(ds: Dataset, tag: int) -> Any:
         return ABSENT
     if not isinstance(elem, RawDataElement):
         return elem.value
-    raw = elem.value
     key = None
-    if (
-        isinstance(raw, bytes)
-        and len(raw) <= MEMO_VALUE_BYTES
-        and elem.VR not in AMBIGUOUS_VR
-        and elem.VR != "SQ"
-        and (elem.VR is not None or not tag >> 16 & 1)
-    ):
+    if converts_alone(elem):
         charset = ds.original_character_set
-        key = (tag, elem.VR, raw, elem.is_implicit_VR, elem.is_little_endian,
+        key = (tag, elem.VR, elem.value, elem.is_implicit_VR, elem.is_little_endian,
                charset if isinstance(charset, str) else tuple(charset))
         found = _memo.get(key, ABSENT)
         if found is not ABSENT:
@@ -82,6 +75,26 @@ def value_of(ds: Dataset, tag: int) -> Any:
             _memo.clear()
         _memo[key] = converted.value
     return converted.value
+
+
+def converts_alone(elem: RawDataElement) -> bool:
+    """Whether pydicom converts raw ``elem`` from its own fields and the character set
+    alone, and the value is worth remembering.
+
+    Not so: a value not read yet (None), a long one (CSA headers, protocol text), a
+    sequence, an ambiguous VR such as "US or SS" (resolved from other elements), and a
+    private element without a VR or read as UN (its VR comes from its private creator).
+    A public element read without a VR or as UN whose dictionary VR is ambiguous passes
+    here; its converted VR tells (see :func:`value_of`).
+    """
+    raw, vr = elem.value, elem.VR
+    return (
+        isinstance(raw, bytes)
+        and len(raw) <= MEMO_VALUE_BYTES
+        and vr not in AMBIGUOUS_VR
+        and vr != "SQ"
+        and not ((vr is None or vr == "UN") and elem.tag >> 16 & 1)
+    )
 
 _ITEM_LE, _ITEM_BE = b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00"  # (FFFE,E000)
 

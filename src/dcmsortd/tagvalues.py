@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Final
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.valuerep import IS, DSdecimal, DSfloat
+from pydicom.tag import BaseTag
+from pydicom.valuerep import AMBIGUOUS_VR, IS, DSdecimal, DSfloat
 
-from .elements import ABSENT, value_of
+from .elements import ABSENT, converts_alone, value_of
 from .instance import RuleValue, TagKey
 
 log = logging.getLogger(__name__)
@@ -37,17 +40,84 @@ _ABSENT: Final = _Absent()
 
 
 def values_from_dataset(ds: Any, keys: Iterable[TagKey]) -> dict[TagKey, RuleValue]:
-    """Return {key: value} for every key present in ``ds``; absent keys are left out."""
+    """Return {key: value} for every key present in ``ds``; absent keys are left out.
+
+    Most images of a series hold the very same bytes in every element the rules read:
+    for a frozenset of top-level keys (the rules' own), the snapshot is remembered by
+    those elements' raw fields (see :func:`_snapshot_key`), and the next image whose
+    elements are the same gets a copy of it.
+    """
+    key = None
+    if isinstance(keys, frozenset):
+        plan = _plan(keys)
+        key = None if plan is None else _snapshot_key(ds, keys, plan)
+    if key is not None:
+        found = _snapshots.get(key)
+        if found is not None:
+            return {k: list(v) if isinstance(v, list) else v for k, v in found.items()}
     out: dict[TagKey, RuleValue] = {}
-    for key in keys:
+    for k in keys:
         try:
-            value = _lookup(ds, key)
+            value = _lookup(ds, k)
         except Exception as exc:  # odd data must never stop an arrival: treat as absent
-            log.debug("cannot read %r for the rules, treated as absent: %s", key, exc)
+            log.debug("cannot read %r for the rules, treated as absent: %s", k, exc)
             continue
         if not isinstance(value, _Absent):
-            out[key] = value
+            out[k] = value
+    if key is not None:
+        if len(_snapshots) >= SNAPSHOTS:
+            _snapshots.clear()
+        _snapshots[key] = {k: list(v) if isinstance(v, list) else v for k, v in out.items()}
     return out
+
+
+SNAPSHOTS = 1024  # remembered snapshots, cleared when full (a series needs one or a few)
+_snapshots: dict[tuple[Any, ...], dict[TagKey, RuleValue]] = {}
+
+
+@lru_cache(maxsize=16)
+def _plan(keys: frozenset[TagKey]) -> tuple[tuple[int, bool], ...] | None:
+    """The top-level tag each key reads, in one fixed order, and whether its dictionary
+    VR is ambiguous; None when a key reads inside a sequence or names no DICOM element
+    (those snapshots are not remembered)."""
+    plan = []
+    for key in keys:
+        if not isinstance(key, str) and len(key) > 3:
+            return None
+        tag = rule_tag(key)
+        if tag is None:
+            return None
+        try:
+            ambiguous = dictionary_VR(tag) in AMBIGUOUS_VR
+        except KeyError:
+            ambiguous = False
+        plan.append((tag, ambiguous))
+    return tuple(plan)
+
+
+def _snapshot_key(
+    ds: Any, keys: frozenset[TagKey], plan: tuple[tuple[int, bool], ...]
+) -> tuple[Any, ...] | None:
+    """What the snapshot of ``keys`` depends on: the keys, the character set and, for
+    each element read, whether it is there and its VR, bytes and encoding. None when an
+    element's value depends on more than that (see
+    :func:`~dcmsortd.elements.converts_alone`; an element read without a VR or as UN
+    whose dictionary VR is ambiguous) or the dataset is not one read from a file."""
+    if not isinstance(ds, Dataset):
+        return None
+    charset = ds.original_character_set
+    parts: list[Any] = [keys, charset if isinstance(charset, str) else tuple(charset)]
+    get_item = ds.get_item
+    for tag, ambiguous in plan:
+        elem = get_item(BaseTag(tag))
+        if elem is None:
+            parts.append(None)
+        elif (isinstance(elem, RawDataElement) and converts_alone(elem)
+              and not (ambiguous and elem.VR in (None, "UN"))):
+            parts.append((elem.VR, elem.value, elem.is_implicit_VR, elem.is_little_endian))
+        else:
+            return None
+    return tuple(parts)
 
 
 def rule_tag(key: TagKey) -> int | None:
