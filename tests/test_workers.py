@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,6 +61,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
     finally:
         code, out = stop(daemon, timeout=30)
     assert code == 0, out
+    assert "a worker process died" in site.log_text()
     assert "Traceback" not in site.log_text()
 
 
@@ -112,7 +114,14 @@ while not os.path.exists(go):
     time.sleep(0.02)
 """
 
-_IMPORT_WITH_SLOW_FORK_SERVER = """\
+# Another thread runs, as in the daemon: the workers come from the fork server, not from a
+# fork of the command's own process (see test_import_forks_its_workers_from_itself).
+_OTHER_THREAD = (
+    "import threading\n"
+    "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+)
+
+_IMPORT_WITH_SLOW_FORK_SERVER = _OTHER_THREAD + """\
 import dcmsortd.workerboot
 dcmsortd.workerboot.PRELOAD.append("slowpreload")
 from dcmsortd.cli import main_entry
@@ -122,9 +131,10 @@ main_entry()
 
 def test_files_are_sorted_while_the_workers_are_still_starting(tmp_path: Path) -> None:
     """Starting a worker waits for the fork server's imports: that waiting must not hold
-    up the files. Here the fork server cannot finish starting until every file has been
-    sorted and recorded, so ``import --workers 2`` must do it all in its own process,
-    then still use and stop its workers cleanly."""
+    up the files. Here (another thread runs, so the workers come from the fork server) the
+    fork server cannot finish starting until every file has been sorted and recorded, so
+    ``import --workers 2`` must do it all in its own process, then still use and stop
+    its workers cleanly."""
     site = Site(tmp_path)
     corpus = Corpus(site.archive)
     series = uid(72, 1)
@@ -157,12 +167,13 @@ def test_files_are_sorted_while_the_workers_are_still_starting(tmp_path: Path) -
 def test_workers_that_cannot_start_leave_the_work_to_the_main_process(
     tmp_path: Path,
 ) -> None:
-    """No fork server (here: its program cannot run): one error line, every file sorted."""
+    """No fork server (here: its program cannot run; another thread runs, so the workers
+    would come from it): one error line, every file sorted."""
     site = Site(tmp_path)
     corpus = Corpus(site.archive)
     series = uid(73, 1)
     write_series(corpus, pydicom_data("MR_small.dcm"), uid(73), series, 8, {})
-    script = (
+    script = _OTHER_THREAD + (
         "import multiprocessing.spawn\n"
         "multiprocessing.spawn.set_executable('/nonexistent/python')\n"  # the fork server's
         "from dcmsortd.cli import main_entry\n"
@@ -176,6 +187,77 @@ def test_workers_that_cannot_start_leave_the_work_to_the_main_process(
     assert "worker processes did not start" in out.stderr, out.stderr
     assert "examined: 8" in out.stderr, out.stderr
     assert _num_files(site, series) == "8"
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+
+
+def test_import_forks_its_workers_from_itself(tmp_path: Path) -> None:
+    """``import --workers 2`` (one thread) forks its workers from its own process: they
+    are its children, running its own program with what it imported; no fork server or
+    resource tracker (a second interpreter importing it all again) is started."""
+    site = Site(tmp_path)
+    corpus = Corpus(site.archive)
+    series = uid(75, 1)
+    write_series(corpus, pydicom_data("MR_small.dcm"), uid(75), series, 600, {})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
+         "import", *site.args("--workers", "2", str(site.archive))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    own = None
+    children: dict[int, str] = {}
+    while proc.poll() is None:
+        own = own or _cmdline(proc.pid)
+        try:
+            found = _children(proc.pid)
+        except OSError:  # it just ended
+            break
+        for child in found:
+            cmdline = _cmdline(child)
+            if cmdline and child not in children:
+                children[child] = cmdline
+        time.sleep(0.002)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "examined: 600" in out, out
+    assert len(children) >= 2, (children, out)
+    assert set(children.values()) == {own}, children
+    assert _num_files(site, series) == "600"
+
+
+def test_a_worker_of_an_import_killed_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    """A forked worker of ``import`` killed mid-run: its batch is examined again, a new
+    pool (from the fork server: the pool's own threads run now) takes over, every file is
+    sorted and the import succeeds."""
+    site = Site(tmp_path)
+    corpus = Corpus(site.archive)
+    series = uid(76, 1)
+    write_series(corpus, pydicom_data("MR_small.dcm"), uid(76), series, 1500, {})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
+         "import", *site.args("--workers", "2", str(site.archive))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = None
+    deadline = time.monotonic() + 30
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            found = _children(proc.pid)
+            if len(found) >= 2:
+                os.kill(found[0], signal.SIGKILL)
+                killed = found[0]
+        time.sleep(0.002)
+    out, _ = proc.communicate(timeout=120)
+    assert killed is not None, f"no worker seen to kill:\n{out}"
+    assert proc.returncode == 0, out
+    assert "a worker process died" in out, out
+    assert "examined: 1500" in out and "failed: 0" in out, out
+    assert _num_files(site, series) == "1500"
+    assert "Traceback" not in out
 
 
 _WORKERS_LOST_FOR_GOOD = """\

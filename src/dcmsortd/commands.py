@@ -165,17 +165,14 @@ def classify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def import_(args: argparse.Namespace, settings: Settings) -> int:
-    _prepare_process(settings, to_stderr=True)
-    if not args.dry_run:
-        _workers_early(settings)
+    _prepare_process(settings, to_stderr=True)  # workers: forked from this process
     from .bulk import import_command
 
     return import_command(settings, list(args.paths), dry_run=bool(args.dry_run))
 
 
 def catch_up(args: argparse.Namespace, settings: Settings) -> int:
-    _prepare_process(settings, to_stderr=True)
-    _workers_early(settings)
+    _prepare_process(settings, to_stderr=True)  # workers: forked from this process
     from .bulk import catch_up_command
 
     return catch_up_command(settings, list(args.roots), since=args.since)

@@ -26,7 +26,7 @@ from .errors import NotificationError
 from .instance import TagKey
 from .notice import Arrival, parse_line
 from .processor import Examined, Examiner, Sorter
-from .workerboot import worker_context
+from .workerboot import fork_context, forking, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Pipeline:
         rule_keys: Callable[[], frozenset[TagKey]],
         workers: int = 1,
         on_done: Callable[[Arrival, str], None] | None = None,
+        fork: bool = False,
     ) -> None:
         self.sorter = sorter
         self.examiner = examiner
@@ -87,29 +88,38 @@ class Pipeline:
         self._starter: threading.Thread | None = None
         self._starting: list[Future[int]] = []
         self._up = False
-        self._start_failed = False  # the starter thread failed (and said so)
+        self._start_failed = False  # starting the workers failed (and said so)
+        self._fork = fork  # the first pool may be forked from this process (see _new_pool)
         self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 1 else None
 
     def _new_pool(self) -> ProcessPoolExecutor | None:
-        """A pool whose workers all start now, in the background (not one by one later,
-        while images wait). The fork server imports the header-reading modules once; each
-        worker is forked from it with them loaded.
+        """A pool whose workers all start now (not one by one later, while images wait).
 
-        Starting a worker waits until the fork server has done its imports (about half a
-        second after a command starts). A thread does that waiting; meanwhile arrivals are
-        examined here, in this process, with nothing in flight, so the order of results
-        is kept.
+        With ``fork`` (a one-shot command) the first pool's workers are forked from this
+        process at once, if no other thread runs (:func:`~dcmsortd.workerboot.fork_context`).
+        Otherwise, and for a pool that replaces a broken one, they are forked from the
+        fork server, which imports the header-reading modules once. Starting those waits
+        until it has done its imports (about half a second after a command starts): a
+        thread does that waiting, and meanwhile arrivals are examined here, in this
+        process, with nothing in flight, so the order of results is kept.
         """
         self._up = self._start_failed = False
+        context = fork_context() if self._fork else None
+        self._fork = False
         try:
             pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=worker_context(),
+                max_workers=self.workers, mp_context=context or worker_context(),
                 initializer=_init_worker, initargs=(self.examiner,),
             )
         except Exception as exc:  # e.g. no semaphores here: examine in this process
             _not_started(exc)
             return None
         self._starting = []
+        if context is not None:
+            self._starter = None
+            with forking(context):  # now, from this thread
+                self._start_workers(pool, self._starting)
+            return pool
         self._starter = threading.Thread(
             target=self._start_workers, args=(pool, self._starting), daemon=True,
             name="dcmsortd-start-workers")
@@ -129,8 +139,8 @@ class Pipeline:
         """True once the workers are started and one has answered (or died: then the
         first batch finds the pool broken and starts a new one)."""
         if not self._up:
-            starter = self._starter
-            if starter is None or starter.is_alive():
+            starter = self._starter  # None: started from this thread
+            if starter is not None and starter.is_alive():
                 return False
             self._up = any(f.done() for f in self._starting)
         return self._up
@@ -138,6 +148,8 @@ class Pipeline:
     def _renew_pool(self, broken: ProcessPoolExecutor) -> None:
         """A worker died (killed, out of memory): the pool is broken; start a new one."""
         if self._pool is broken:
+            log.warning("a worker process died (killed, or out of memory?); "
+                        "starting new worker processes")
             self._drop_pool()
             self._pool = self._new_pool()
 

@@ -107,11 +107,14 @@ def last_alive(settings: Settings) -> float | None:
 
 
 def build(
-    settings: Settings, rules: RuleSet, workers: int | None = None, heartbeat: bool = True
+    settings: Settings, rules: RuleSet, workers: int | None = None, heartbeat: bool = True,
+    one_shot: bool = False,
 ) -> Runtime:
     """Create the folders and objects that sort into ``settings.site``.
 
     ``heartbeat``: write the daemon's last-alive stamp (False for import and catch-up).
+    ``one_shot``: a command that sorts and ends (import, catch-up): its workers may be
+    forked from its own process (see :mod:`dcmsortd.workerboot`).
     """
     store = Store(settings.site, rules, flush_interval=settings.flush_interval)
     store.prepare()
@@ -130,5 +133,6 @@ def build(
         Examiner(settings.roots()),
         rule_keys=lambda: store.rules.tag_keys(),  # type: ignore[attr-defined]
         workers=workers or settings.workers,
+        fork=one_shot,
     )
     return Runtime(settings, store, sorter, pipeline, index, heartbeat)
