@@ -273,6 +273,7 @@ def summarize(bench: Bench, workers: Sequence[int]) -> dict[str, Any]:
             "paired_median": None,
             "rss_main_mb": max((r.rss_main_mb or 0.0) for r in runs) or None,
             "rss_tree_mb": max((r.rss_tree_mb or 0.0) for r in runs) or None,
+            "pss_tree_mb": max((r.pss_tree_mb or 0.0) for r in runs) or None,
             "cpu_s": _median([r.cpu_s for r in runs]),
             "cpu_main_s": _median([r.cpu_main_s for r in runs]),
             "start_s": _median([r.start_s for r in runs]),
@@ -337,23 +338,26 @@ def report(bench: Bench, results: dict[str, Any], args: argparse.Namespace) -> l
                                            results["_load_average"]["after"][0]),
         "",
         f"{'method':<32}{'median s':>9}{'files/s':>9}{'x ref':>7}{'x ref net':>10}"
-        f"{'CPU s (main)':>14}{'x ref CPU':>10}  {'peak RSS MB main/tree':<22}{'log err':>8}"
+        f"{'CPU s (main)':>14}{'x ref CPU':>10}  {'peak RSS MB main/tree/PSS':<26}{'log err':>8}"
         "  runs (s)",
     ]
     for label, r in results.items():
         if label.startswith("_"):
             continue
         rss = (f"{_fmt(r['rss_main_mb'], '.0f')} / {_fmt(r['rss_tree_mb'], '.0f')}"
-               if r["rss_main_mb"] else "-")
+               f" / {_fmt(r.get('pss_tree_mb'), '.0f')}" if r["rss_main_mb"] else "-")
         runs = " ".join(f"{s:.2f}" for s in r["runs_s"])
         out.append(f"{label:<32}{r['median_s']:>9.2f}{_fmt(r['files_per_s'], '.0f'):>9}"
                    f"{_fmt(r['ratio_to_ref']):>7}{_fmt(r['ratio_to_ref_net']):>10}"
-                   f"{_cpu(r):>14}{_fmt(r['cpu_ratio_to_ref']):>10}  {rss:<22}"
+                   f"{_cpu(r):>14}{_fmt(r['cpu_ratio_to_ref']):>10}  {rss:<26}"
                    f"{r['log_errors']:>8}  {runs}")
     out += ["", "CPU s: user + system seconds of the process tree, median (the daemon: in the "
             "timed window; (main) = its main process, the single writer). x ref CPU: the "
             "reference loop's CPU time over this one's, a view that other load on the machine "
-            "skews much less than wall time"]
+            "skews much less than wall time. Peak RSS: of the main process; summed over the "
+            "processes (each counts the pages of numpy, pydicom and nibabel they share); "
+            "PSS: the peak of the processes' summed proportional set size (a shared page "
+            "counted once), the memory they take together"]
     start = results["_start_up_s"]
     known = [f"{name} {value:.2f} s" for name, value in start.items() if value is not None]
     if known:

@@ -41,6 +41,7 @@ class Run:
     files: int
     rss_main_mb: float | None = None
     rss_tree_mb: float | None = None
+    pss_tree_mb: float | None = None  # peak of the tree's summed PSS (shared pages once)
     cpu_s: float | None = None  # user + system time of the process tree (less load-sensitive)
     cpu_main_s: float | None = None  # the daemon: its main process (the single writer) alone
     log_errors: int = 0
@@ -206,13 +207,30 @@ def tree_cpu(pid: int) -> tuple[float, float]:
     return total / _TICK, _ticks(pid, own=True) / _TICK
 
 
-class RssSampler:
-    """Polls VmHWM (peak resident set) of a process and of its descendants."""
+def _pss_kb(pid: int) -> int | None:
+    """The proportional set size: each page shared with n processes counts 1/n."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
 
-    def __init__(self, pid: int, interval: float = 0.05, rescan: float = 0.5) -> None:
+
+class RssSampler:
+    """Polls VmHWM (peak resident set) of a process and of its descendants, and the sum of
+    their PSS (the memory they take together: a page they share is counted once; summed
+    VmHWM counts numpy's, pydicom's and nibabel's pages once per process)."""
+
+    def __init__(self, pid: int, interval: float = 0.05, rescan: float = 0.5,
+                 pss_every: float = 0.25) -> None:
         self.pid = pid
         self.interval = interval
         self.rescan = rescan
+        self.pss_every = pss_every
+        self.pss_peak_kb = 0
         self.peaks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -230,14 +248,21 @@ class RssSampler:
             if kb is not None and kb > self.peaks.get(pid, 0):
                 self.peaks[pid] = kb
 
+    def sample_pss(self, pids: Sequence[int]) -> None:
+        total = sum(kb for kb in map(_pss_kb, pids) if kb is not None)
+        self.pss_peak_kb = max(self.pss_peak_kb, total)
+
     def _loop(self) -> None:
         pids: list[int] = [self.pid]
-        scanned = 0.0
+        scanned = pss_at = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
             if now - scanned >= self.rescan:
                 pids, scanned = [self.pid, *descendants(self.pid)], now
             self.sample(pids)
+            if now - pss_at >= self.pss_every:
+                self.sample_pss(pids)
+                pss_at = now
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
@@ -254,6 +279,10 @@ class RssSampler:
     @property
     def tree_mb(self) -> float | None:
         return sum(self.peaks.values()) / 1024 if self.peaks else None
+
+    @property
+    def pss_mb(self) -> float | None:
+        return self.pss_peak_kb / 1024 if self.pss_peak_kb else None
 
 
 # ---------------------------------------------------------------------------- processes
@@ -359,6 +388,7 @@ def run_command(label: str, cmd: Sequence[str], log_path: str, files: int,
     if code != 0:
         raise BenchError(f"{label}: exit code {code}\n{log_tail(log_path)}")
     return Run(label, seconds, files, rss_main_mb=sampler.main_mb, rss_tree_mb=sampler.tree_mb,
+               pss_tree_mb=sampler.pss_mb,
                cpu_s=_cpu_children() - cpu_before, log_errors=log_errors(log_path))
 
 
@@ -570,6 +600,7 @@ def run_daemon(setup: DaemonSetup, corpus: Corpus, workers: int, label: str) -> 
         code = stop(proc)
     note = "" if code == 0 else f"exit code {code} at stop"
     return Run(label, done - first, len(corpus.files), rss_main_mb=sampler.main_mb,
-               rss_tree_mb=sampler.tree_mb, cpu_s=cpu_after[0] - cpu_before[0],
+               rss_tree_mb=sampler.tree_mb, pss_tree_mb=sampler.pss_mb,
+               cpu_s=cpu_after[0] - cpu_before[0],
                cpu_main_s=cpu_after[1] - cpu_before[1], log_errors=log_errors(log_path),
                start_s=ready, late_early=watch.late_vs_early(), note=note)
