@@ -260,6 +260,37 @@ def test_a_worker_of_an_import_killed_is_replaced_and_nothing_is_lost(tmp_path: 
     assert "Traceback" not in out
 
 
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_an_import_killed_takes_its_forked_workers_with_it(tmp_path: Path) -> None:
+    """SIGKILL of ``import``: its forked workers (which hold a copy of their task queue's
+    writing end, so they never see it end) notice their parent is gone and end too,
+    instead of waiting for work forever."""
+    site = Site(tmp_path)
+    corpus = Corpus(site.archive)
+    write_series(corpus, pydicom_data("MR_small.dcm"), uid(77), uid(77, 1), 3000, {})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
+         "import", *site.args("--workers", "2", str(site.archive))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            workers = _children(proc.pid)
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    assert len(workers) >= 2, "no workers seen"
+    wait_for(lambda: not any(map(_running, workers)), 10, "the workers to end with the import")
+
+
 _WORKERS_LOST_FOR_GOOD = """\
 import glob, logging, os, signal, sys, time
 import multiprocessing.spawn

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -36,9 +37,11 @@ WORKER_NICENESS = 5  # added to the workers' nice value: see _init_worker
 _worker_examiner: Examiner | None = None
 
 
-def _init_worker(examiner: Examiner) -> None:
+def _init_worker(examiner: Examiner, forked: bool = False) -> None:
     global _worker_examiner
     _worker_examiner = examiner
+    if forked:
+        _exit_with_parent()
     # Ctrl-C on a terminal reaches the whole process group: the main process stops the
     # workers once it has filed what they examined; they must not die on it first
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -48,6 +51,21 @@ def _init_worker(examiner: Examiner) -> None:
     # priority took a third of its CPU.
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
+
+
+def _exit_with_parent() -> None:
+    """A worker forked from the command's own process inherited the writing end of its
+    task queue, so it would never see that queue end if the command were killed: it
+    would wait for work forever. It watches its parent instead, and ends with it."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the parent is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="dcmsortd-exit-with-parent").start()
 
 
 def _not_started(exc: Exception) -> None:
@@ -109,7 +127,7 @@ class Pipeline:
         try:
             pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=context or worker_context(),
-                initializer=_init_worker, initargs=(self.examiner,),
+                initializer=_init_worker, initargs=(self.examiner, context is not None),
             )
         except Exception as exc:  # e.g. no semaphores here: examine in this process
             _not_started(exc)
