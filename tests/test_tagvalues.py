@@ -167,6 +167,16 @@ def _typed(values: dict[Any, Any]) -> dict[Any, Any]:
     return {k: typed(v) for k, v in values.items()}
 
 
+def test_an_element_pydicom_cannot_convert_is_absent_with_the_rules_keys_too() -> None:
+    """An empty element of unknown VR (pydicom raises converting it): absent, whether the
+    keys are the rules' frozenset (remembered snapshots) or a list."""
+    ds = _raw_dataset({0x00080060: ("CS", b"MR")}, implicit=False)
+    tag = BaseTag(0x0008103E)
+    ds._dict[tag] = RawDataElement(tag, "ZZ", 0, None, 0, False, True)  # as read from a file
+    for keys in (frozenset({"SeriesDescription", "Modality"}), ["SeriesDescription", "Modality"]):
+        assert values_from_dataset(ds, keys) == {"Modality": "MR"}
+
+
 @pytest.mark.parametrize("vr", ["UN", None])
 def test_a_private_element_without_its_vr_is_read_by_its_own_creator(vr: str | None) -> None:
     """The same bytes under the same private tag are three floats for Siemens, twelve

@@ -405,7 +405,7 @@ def uid_text(ds: Dataset, tag: int) -> str:
     here the way pydicom does it: ISO 8859-1, trailing NULs and spaces removed, then the
     whitespace strip of its ``UID`` class. Anything else goes to pydicom.
     """
-    elem = ds.get_item(BaseTag(tag))
+    elem = ds.get_item(BaseTag(tag), keep_deferred=True)  # converting it here could raise
     if (isinstance(elem, RawDataElement) and isinstance(elem.value, bytes)
             and (elem.VR == "UI" or (elem.VR is None and tag in _UID_TAG_SET))):
         text = elem.value.decode("latin-1").rstrip("\x00 ")

@@ -109,7 +109,7 @@ def _snapshot_key(
     parts: list[Any] = [keys, charset if isinstance(charset, str) else tuple(charset)]
     get_item = ds.get_item
     for tag, ambiguous in plan:
-        elem = get_item(BaseTag(tag))
+        elem = get_item(BaseTag(tag), keep_deferred=True)  # not converted: that could raise
         if elem is None:
             parts.append(None)
         elif (isinstance(elem, RawDataElement) and converts_alone(elem)
