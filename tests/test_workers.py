@@ -48,13 +48,14 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
         wait_listening(site.pipe)
         feed(site.pipe, [f"{p}\n".encode() for p in first])
         wait_for(lambda: _num_files(site, series) == "60", 60, "the first 60 images")
-        workers = [w for child in _children(daemon.pid) for w in _children(child)]
-        assert workers, "no worker processes found under the daemon"
+        # forked from the daemon itself: its children, running its program
+        workers = [w for w in _children(daemon.pid) if _cmdline(w) == _cmdline(daemon.pid)]
+        assert len(workers) == 2, "no worker processes found under the daemon"
         # header parsing yields to the writer (and to storescp)
         writer = os.getpriority(os.PRIO_PROCESS, daemon.pid)
         assert [os.getpriority(os.PRIO_PROCESS, w) for w in workers] == [
             min(writer + WORKER_NICENESS, 19)] * len(workers)
-        os.kill(workers[0], signal.SIGKILL)
+        os.kill(workers[0], signal.SIGTERM)  # not the daemon's handler: the worker ends
         feed(site.pipe, [f"{p}\n".encode() for p in second])
         wait_for(lambda: _num_files(site, series) == "120", 60, "all 120 images")
         assert daemon.poll() is None
@@ -291,6 +292,19 @@ def test_an_import_killed_takes_its_forked_workers_with_it(tmp_path: Path) -> No
     wait_for(lambda: not any(map(_running, workers)), 10, "the workers to end with the import")
 
 
+def test_a_daemon_killed_takes_its_forked_workers_with_it(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    daemon = site.start_run("--no-catch-up", "--workers", "2")
+    try:
+        wait_listening(site.pipe)
+        workers = [w for w in _children(daemon.pid) if _cmdline(w) == _cmdline(daemon.pid)]
+        assert len(workers) == 2, _children(daemon.pid)
+    finally:
+        daemon.kill()
+        daemon.communicate(timeout=30)
+    wait_for(lambda: not any(map(_running, workers)), 10, "the workers to end with the daemon")
+
+
 _WORKERS_LOST_FOR_GOOD = """\
 import glob, logging, os, signal, sys, time
 import multiprocessing.spawn
@@ -298,12 +312,10 @@ from dcmsortd.config import resolve
 from dcmsortd.notice import parse_line
 from dcmsortd.rules import load_rules
 from dcmsortd.runtime import build
-from dcmsortd.workerboot import start_early
 
 def main(archive, base):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     paths = sorted(glob.glob(os.path.join(archive, "*", "*.dcm")))
-    start_early()
     settings = resolve({"datadir": os.path.join(base, "data"), "workers": 2,
                         "config": os.path.join(base, "config.json"),
                         "input_roots": [archive]}, base)

@@ -120,7 +120,8 @@ def open_runtime(settings: Settings, rules: RuleSet, extra_roots: Sequence[str] 
     still deleted (``other_modalities: delete``) only inside the configured input roots.
     """
     roots = tuple(dict.fromkeys(settings.roots() + tuple(extra_roots)))
-    runtime = build(replace(settings, input_roots=roots), rules, heartbeat=False, one_shot=True)
+    runtime = build(replace(settings, input_roots=roots), rules, heartbeat=False,
+                    fork_workers=True)
     runtime.sorter.roots = settings.roots()
     return runtime
 

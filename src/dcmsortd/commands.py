@@ -22,14 +22,6 @@ def _prepare_process(settings: Settings, to_stderr: bool) -> None:
     setup_logging(settings, to_stderr=to_stderr)
 
 
-def _workers_early(settings: Settings) -> None:
-    """With worker processes, start their fork server before the heavy imports."""
-    if settings.workers > 1:
-        from .workerboot import start_early
-
-        start_early()
-
-
 def _catch_up_hook() -> Any:
     from .bulk import catch_up_at_start
 
@@ -38,7 +30,6 @@ def _catch_up_hook() -> Any:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     _prepare_process(settings, to_stderr=True)
-    _workers_early(settings)
     from .daemon import serve
 
     try:

@@ -40,7 +40,9 @@ _worker_examiner: Examiner | None = None
 def _init_worker(examiner: Examiner, forked: bool = False) -> None:
     global _worker_examiner
     _worker_examiner = examiner
-    if forked:
+    if forked:  # the command's signal handlers are not the worker's: it ends on SIGTERM
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
         _exit_with_parent()
     # Ctrl-C on a terminal reaches the whole process group: the main process stops the
     # workers once it has filed what they examined; they must not die on it first

@@ -108,13 +108,13 @@ def last_alive(settings: Settings) -> float | None:
 
 def build(
     settings: Settings, rules: RuleSet, workers: int | None = None, heartbeat: bool = True,
-    one_shot: bool = False,
+    fork_workers: bool = False,
 ) -> Runtime:
     """Create the folders and objects that sort into ``settings.site``.
 
     ``heartbeat``: write the daemon's last-alive stamp (False for import and catch-up).
-    ``one_shot``: a command that sorts and ends (import, catch-up): its workers may be
-    forked from its own process (see :mod:`dcmsortd.workerboot`).
+    ``fork_workers``: the worker processes may be forked from this process as they are
+    created (when no other thread runs; see :mod:`dcmsortd.workerboot`).
     """
     store = Store(settings.site, rules, flush_interval=settings.flush_interval)
     store.prepare()
@@ -133,6 +133,6 @@ def build(
         Examiner(settings.roots()),
         rule_keys=lambda: store.rules.tag_keys(),  # type: ignore[attr-defined]
         workers=workers or settings.workers,
-        fork=one_shot,
+        fork=fork_workers,
     )
     return Runtime(settings, store, sorter, pipeline, index, heartbeat)

@@ -1,30 +1,25 @@
 """Where worker processes come from: this process itself, or a fork server.
 
-A one-shot command (``import``, ``catch-up``) with no other thread running forks its
-workers from itself (``multiprocessing``'s "fork" start method) when it creates them:
-they start at once with everything it has imported, and no second interpreter imports
-pydicom, numpy and nibabel again on the other core (a third of a short import's time).
+The daemon, ``import`` and ``catch-up`` create their workers before they start any
+thread or open the pipe, and fork them from their own process then (``multiprocessing``'s
+"fork" start method): the workers start at once with everything already imported, and
+no second interpreter imports pydicom, numpy and nibabel again (a short import's time
+and a fork server's 55 MB).
 
-Otherwise (the daemon, which runs threads; a worker replaced later, when the pool's own
-threads run) workers are forked from a server process ("forkserver", safe in a process
-with threads) that imported :data:`PRELOAD` once, so a worker starts in milliseconds.
-:func:`start_early` starts that server at the very beginning of the daemon, so its
-imports run while the daemon's own process does the same on the other core.
+A pool made later, to replace one whose worker died, is made while the pool's own threads
+run: its workers are forked from a server process ("forkserver", safe in a process with
+threads) that imports :data:`PRELOAD` once, so each starts in milliseconds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from multiprocessing import forkserver
 from multiprocessing.context import BaseContext, ForkContext, ForkServerContext
-
-log = logging.getLogger(__name__)
 
 PRELOAD = ["dcmsortd.processor"]  # header reading: pydicom, nibabel's CSA reader
 
@@ -62,16 +57,3 @@ def forking(context: BaseContext) -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
                                 category=DeprecationWarning)
         yield
-
-
-def start_early() -> None:
-    """Start the fork server now (it inherits this process's umask: set that first).
-
-    A failure is left for the worker pool to meet and report (it then examines files in
-    the main process): starting early only saves time.
-    """
-    worker_context()
-    try:
-        forkserver.ensure_running()
-    except OSError as exc:
-        log.debug("fork server not started early: %s", exc)
