@@ -115,13 +115,14 @@ class Pipeline:
     def _new_pool(self) -> ProcessPoolExecutor | None:
         """A pool whose workers all start now (not one by one later, while images wait).
 
-        With ``fork`` (a one-shot command) the first pool's workers are forked from this
-        process at once, if no other thread runs (:func:`~dcmsortd.workerboot.fork_context`).
-        Otherwise, and for a pool that replaces a broken one, they are forked from the
-        fork server, which imports the header-reading modules once. Starting those waits
-        until it has done its imports (about half a second after a command starts): a
-        thread does that waiting, and meanwhile arrivals are examined here, in this
-        process, with nothing in flight, so the order of results is kept.
+        With ``fork`` (the daemon, import and catch-up set it, creating the pipeline before
+        any thread) the first pool's workers are forked from this process at once, if no
+        other thread runs (:func:`~dcmsortd.workerboot.fork_context`). Otherwise, and for a
+        pool that replaces a broken one, they are forked from the fork server, which
+        imports the header-reading modules once. Starting those waits until it has done
+        its imports (about half a second): a thread does that waiting, and meanwhile
+        arrivals are examined here, in this process, with nothing in flight, so the order
+        of results is kept.
         """
         self._up = self._start_failed = False
         context = fork_context() if self._fork else None
