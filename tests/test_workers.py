@@ -299,6 +299,11 @@ def test_a_daemon_killed_takes_its_forked_workers_with_it(tmp_path: Path) -> Non
         wait_listening(site.pipe)
         workers = [w for w in _children(daemon.pid) if _cmdline(w) == _cmdline(daemon.pid)]
         assert len(workers) == 2, _children(daemon.pid)
+        # nor do they hold the pid file's lock: the daemon's end is seen at once
+        for worker in workers:
+            held = {os.readlink(f"/proc/{worker}/fd/{fd}")
+                    for fd in os.listdir(f"/proc/{worker}/fd")}
+            assert str(site.pid_file) not in held, held
     finally:
         daemon.kill()
         daemon.communicate(timeout=30)

@@ -7,6 +7,7 @@ recycled pid can never be mistaken for a live daemon.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -20,6 +21,21 @@ log = logging.getLogger(__name__)
 
 _ATTEMPTS = 5
 _PID_WAIT = 1.0  # a locker writes its pid right after locking: how long is_running waits for it
+_HELD: dict[int, PidFile] = {}  # lock fd -> the pid file it holds, in this process
+
+
+def _not_in_children() -> None:
+    """After a fork, in the child: close its copies of the lock fds (the lock stays with
+    the parent's). A worker forked from the daemon would otherwise hold the lock after
+    the daemon died, until it ended, and ``status`` would still see a daemon."""
+    for fd, pid_file in list(_HELD.items()):
+        pid_file._fd = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_not_in_children)
 
 
 class PidFile:
@@ -53,6 +69,7 @@ class PidFile:
             os.close(fd)
             raise DaemonError(f"{self.path}: cannot write the pid file: {exc.strerror}") from exc
         self._fd = fd
+        _HELD[fd] = self
         return self
 
     def release(self) -> None:
@@ -60,6 +77,7 @@ class PidFile:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD.pop(fd, None)
         try:
             if _names(fd, self.path):
                 self.path.unlink()
