@@ -198,18 +198,25 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
-def test_import_forks_its_workers_from_itself(tmp_path: Path) -> None:
-    """``import --workers 2`` (one thread) forks its workers from its own process: they
-    are its children, running its own program with what it imported; no fork server or
-    resource tracker (a second interpreter importing it all again) is started."""
+def _import_of(tmp_path: Path, key: int, images: int
+               ) -> tuple[Site, str, subprocess.Popen[str]]:
+    """``import --workers 2`` started on one series of ``images`` images; its output piped."""
     site = Site(tmp_path)
-    corpus = Corpus(site.archive)
-    series = uid(75, 1)
-    write_series(corpus, pydicom_data("MR_small.dcm"), uid(75), series, 600, {})
+    series = uid(key, 1)
+    write_series(Corpus(site.archive), pydicom_data("MR_small.dcm"), uid(key), series, images,
+                 {})
     proc = subprocess.Popen(
         [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
          "import", *site.args("--workers", "2", str(site.archive))],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return site, series, proc
+
+
+def test_import_forks_its_workers_from_itself(tmp_path: Path) -> None:
+    """``import --workers 2`` (one thread) forks its workers from its own process: they
+    are its children, running its own program with what it imported; no fork server or
+    resource tracker (a second interpreter importing it all again) is started."""
+    site, series, proc = _import_of(tmp_path, 75, 600)
     own = None
     children: dict[int, str] = {}
     while proc.poll() is None:
@@ -235,14 +242,7 @@ def test_a_worker_of_an_import_killed_is_replaced_and_nothing_is_lost(tmp_path: 
     """A forked worker of ``import`` killed mid-run: its batch is examined again, a new
     pool (from the fork server: the pool's own threads run now) takes over, every file is
     sorted and the import succeeds."""
-    site = Site(tmp_path)
-    corpus = Corpus(site.archive)
-    series = uid(76, 1)
-    write_series(corpus, pydicom_data("MR_small.dcm"), uid(76), series, 1500, {})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
-         "import", *site.args("--workers", "2", str(site.archive))],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    site, series, proc = _import_of(tmp_path, 76, 1500)
     killed = None
     deadline = time.monotonic() + 30
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
@@ -273,13 +273,7 @@ def test_an_import_killed_takes_its_forked_workers_with_it(tmp_path: Path) -> No
     """SIGKILL of ``import``: its forked workers (which hold a copy of their task queue's
     writing end, so they never see it end) notice their parent is gone and end too,
     instead of waiting for work forever."""
-    site = Site(tmp_path)
-    corpus = Corpus(site.archive)
-    write_series(corpus, pydicom_data("MR_small.dcm"), uid(77), uid(77, 1), 3000, {})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
-         "import", *site.args("--workers", "2", str(site.archive))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, proc = _import_of(tmp_path, 77, 3000)
     workers: list[int] = []
     deadline = time.monotonic() + 30
     while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -287,7 +281,7 @@ def test_an_import_killed_takes_its_forked_workers_with_it(tmp_path: Path) -> No
             workers = _children(proc.pid)
         time.sleep(0.002)
     proc.kill()
-    proc.wait()
+    proc.communicate(timeout=30)
     assert len(workers) >= 2, "no workers seen"
     wait_for(lambda: not any(map(_running, workers)), 10, "the workers to end with the import")
 
