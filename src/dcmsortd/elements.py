@@ -61,9 +61,8 @@ def value_of(ds: Dataset, tag: int) -> Any:
         return elem.value
     key = None
     if converts_alone(elem):
-        charset = ds.original_character_set
         key = (tag, elem.VR, elem.value, elem.is_implicit_VR, elem.is_little_endian,
-               charset if isinstance(charset, str) else tuple(charset))
+               charset_key(ds))
         found = _memo.get(key, ABSENT)
         if found is not ABSENT:
             return found
@@ -75,6 +74,12 @@ def value_of(ds: Dataset, tag: int) -> Any:
             _memo.clear()
         _memo[key] = converted.value
     return converted.value
+
+
+def charset_key(ds: Dataset) -> str | tuple[str, ...]:
+    """The character set ``ds`` was read with, hashable (a memory key's part)."""
+    charset = ds.original_character_set
+    return charset if isinstance(charset, str) else tuple(charset)
 
 
 def converts_alone(elem: RawDataElement) -> bool:

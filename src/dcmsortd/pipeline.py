@@ -138,7 +138,7 @@ class Pipeline:
         self._starting = []
         if context is not None:
             self._starter = None
-            with forking(context):  # now, from this thread
+            with forking():  # now, from this thread
                 self._start_workers(pool, self._starting)
             return pool
         self._starter = threading.Thread(

@@ -26,7 +26,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR, IS, DSdecimal, DSfloat
 
-from .elements import ABSENT, converts_alone, value_of
+from .elements import ABSENT, charset_key, converts_alone, value_of
 from .instance import RuleValue, TagKey
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def values_from_dataset(ds: Any, keys: Iterable[TagKey]) -> dict[TagKey, RuleVal
     if key is not None:
         found = _snapshots.get(key)
         if found is not None:
-            return {k: list(v) if isinstance(v, list) else v for k, v in found.items()}
+            return _copy(found)
     out: dict[TagKey, RuleValue] = {}
     for k in keys:
         try:
@@ -67,8 +67,13 @@ def values_from_dataset(ds: Any, keys: Iterable[TagKey]) -> dict[TagKey, RuleVal
     if key is not None:
         if len(_snapshots) >= SNAPSHOTS:
             _snapshots.clear()
-        _snapshots[key] = {k: list(v) if isinstance(v, list) else v for k, v in out.items()}
+        _snapshots[key] = _copy(out)
     return out
+
+
+def _copy(values: dict[TagKey, RuleValue]) -> dict[TagKey, RuleValue]:
+    """A copy that shares no list with ``values`` (a remembered snapshot stays as it was)."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 SNAPSHOTS = 1024  # remembered snapshots, cleared when full (a series needs one or a few)
@@ -105,8 +110,7 @@ def _snapshot_key(
     whose dictionary VR is ambiguous) or the dataset is not one read from a file."""
     if not isinstance(ds, Dataset):
         return None
-    charset = ds.original_character_set
-    parts: list[Any] = [keys, charset if isinstance(charset, str) else tuple(charset)]
+    parts: list[Any] = [keys, charset_key(ds)]
     get_item = ds.get_item
     for tag, ambiguous in plan:
         elem = get_item(BaseTag(tag), keep_deferred=True)  # not converted: that could raise

@@ -19,7 +19,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from multiprocessing.context import BaseContext, ForkContext, ForkServerContext
+from multiprocessing.context import ForkContext, ForkServerContext
 
 PRELOAD = ["dcmsortd.processor"]  # header reading: pydicom, nibabel's CSA reader
 
@@ -41,8 +41,8 @@ def fork_context() -> ForkContext | None:
 
 
 @contextlib.contextmanager
-def forking(context: BaseContext) -> Iterator[None]:
-    """Around the calls that start workers through ``context``.
+def forking() -> Iterator[None]:
+    """Around the calls that fork workers through :func:`fork_context`'s context.
 
     Output still buffered would be written again by each child as it exits. Python 3.12+
     warns about a fork while any thread runs, numpy's own (OpenBLAS) included; those
@@ -50,9 +50,6 @@ def forking(context: BaseContext) -> Iterator[None]:
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    if not isinstance(context, ForkContext):
-        yield
-        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
                                 category=DeprecationWarning)
