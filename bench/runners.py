@@ -138,7 +138,7 @@ def dcmsortd_command() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "dcmsortd")
     if os.access(script, os.X_OK):
         return [script]
-    return [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()"]
+    return [sys.executable, "-c", "from dcmsortd.cli.main import main_entry; main_entry()"]
 
 
 def check_command(command: Sequence[str]) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dcmsortd.cli import main
+from dcmsortd.cli.main import main
 from realfiles import nibabel_data, pydicom_data, restamp
 
 UID_ROOT = "1.2.826.0.1.3680043.9.7133"  # test UIDs, fixed so runs are comparable

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-CLI = [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()"]
+CLI = [sys.executable, "-c", "from dcmsortd.cli.main import main_entry; main_entry()"]
 
 
 def dcmtk_tool(name: str) -> str:

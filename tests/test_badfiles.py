@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from daemonproc import Site, stop
-from dcmsortd import csa
-from dcmsortd.errors import HeaderError, NotificationError
-from dcmsortd.header import RECORD_TAGS, UID_TAGS, instance_from_dataset, read_instance
-from dcmsortd.layout import MAX_COMPONENT_BYTES, plan
-from dcmsortd.notice import Arrival, parse_line
-from dcmsortd.rules import load_rules
+from dcmsortd.dicom import csa
+from dcmsortd.dicom.header import RECORD_TAGS, UID_TAGS, instance_from_dataset, read_instance
+from dcmsortd.model.errors import HeaderError, NotificationError
+from dcmsortd.model.notice import Arrival, parse_line
+from dcmsortd.rules.engine import load_rules
+from dcmsortd.sorting.layout import MAX_COMPONENT_BYTES, plan
 from pipefeed import (
     ERROR_SHAPE,
     checksums,

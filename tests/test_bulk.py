@@ -15,11 +15,11 @@ import pytest
 
 from bulkcorpus import Corpus, Site, build_corpus, restore_logging, snapshot, uid
 from daemonproc import wait_for
-from dcmsortd.index import ProcessedIndex
-from dcmsortd.notice import Arrival
-from dcmsortd.processor import Examined
-from dcmsortd.progress import Progress, duration
-from dcmsortd.tally import Tally, reason
+from dcmsortd.batch.progress import Progress, duration
+from dcmsortd.batch.tally import Tally, reason
+from dcmsortd.model.notice import Arrival
+from dcmsortd.sorting.index import ProcessedIndex
+from dcmsortd.sorting.processor import Examined
 from realfiles import nibabel_data, pydicom_data, shared_dicom
 
 __all__ = ["restore_logging"]
@@ -192,7 +192,8 @@ def test_real_scanner_files_imported_in_place(tmp_path: Path) -> None:
 
 CONCURRENT = textwrap.dedent("""
     import os, sys, time
-    from dcmsortd import bulk, cli  # the heavy imports before the start line
+    from dcmsortd.batch import bulk  # the heavy imports before the start line
+    from dcmsortd.cli import main as cli
     go = sys.argv[1]
     open(f"{go}.{os.getpid()}", "w").close()  # ready
     while not os.path.exists(go):
@@ -236,7 +237,7 @@ def test_two_processes_on_one_series_give_exact_records(tmp_path: Path) -> None:
 
 def test_progress_logs_rate_and_eta_without_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    caplog.set_level("INFO", logger="dcmsortd.progress")
+    caplog.set_level("INFO", logger="dcmsortd.batch.progress")
     with Progress("import", 100, terminal=False, clock=lambda: now[0], every=5.0) as progress:
         for _ in range(10):
             now[0] += 1.0

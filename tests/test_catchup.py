@@ -17,17 +17,8 @@ import pytest
 from bulkcorpus import Corpus, Site, build_corpus, restore_logging, snapshot, uid
 from daemonproc import Site as DaemonSite
 from daemonproc import wait_for
-from dcmsortd import header
-from dcmsortd.bulk import catch_up, catch_up_at_start, open_runtime
-from dcmsortd.cli import build_parser, settings_from
-from dcmsortd.config import Settings
-from dcmsortd.index import ProcessedIndex
-from dcmsortd.instance import TagKey
-from dcmsortd.notice import Arrival
-from dcmsortd.processor import Examined, Examiner
-from dcmsortd.rules import load_rules
-from dcmsortd.runtime import Runtime, build
-from dcmsortd.walk import (
+from dcmsortd.batch.bulk import catch_up, catch_up_at_start, open_runtime
+from dcmsortd.batch.walk import (
     CHOOSE_BATCH,
     FileEntry,
     WalkStats,
@@ -37,6 +28,15 @@ from dcmsortd.walk import (
     parse_since,
     walk,
 )
+from dcmsortd.cli.main import build_parser, settings_from
+from dcmsortd.dicom import header
+from dcmsortd.model.instance import TagKey
+from dcmsortd.model.notice import Arrival
+from dcmsortd.rules.engine import load_rules
+from dcmsortd.service.config import Settings
+from dcmsortd.service.runtime import Runtime, build
+from dcmsortd.sorting.index import ProcessedIndex
+from dcmsortd.sorting.processor import Examined, Examiner
 from feeder import feed, wait_listening
 from manyfiles import Corpus as ManyCorpus
 from manyfiles import uid as many_uid
@@ -66,7 +66,7 @@ def header_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         reads.append(path)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr("dcmsortd.processor.read_instance", counting)
+    monkeypatch.setattr("dcmsortd.sorting.processor.read_instance", counting)
     return reads
 
 

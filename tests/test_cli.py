@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from daemonproc import CLI, is_fifo
-from dcmsortd import compat
-from dcmsortd.cli import main
-from dcmsortd.rules import default_rules
-from dcmsortd.spool import Spool
+from dcmsortd.cli import compat
+from dcmsortd.cli.main import main
+from dcmsortd.intake.spool import Spool
+from dcmsortd.rules.engine import default_rules
 from realfiles import pydicom_data, restamp
 
 STUDY = "1.2.826.0.1.3680043.8.498.200"
@@ -255,7 +255,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 _LEAVE = """\
 import atexit, sys, threading, time
-from dcmsortd.cli import leave
+from dcmsortd.cli.main import leave
 atexit.register(lambda: print("exit handler ran", file=sys.stderr))
 print("buffered output", end="")  # stdout is a pipe here: block-buffered, not yet written
 if sys.argv[1] == "thread":

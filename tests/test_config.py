@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from dcmsortd.cli import build_parser, main, settings_from
-from dcmsortd.config import DEFAULT_CONFIG, SETTING_KEYS, Settings, resolve
-from dcmsortd.errors import ConfigError
+from dcmsortd.cli.main import build_parser, main, settings_from
+from dcmsortd.model.errors import ConfigError
+from dcmsortd.service.config import DEFAULT_CONFIG, SETTING_KEYS, Settings, resolve
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_the_default_config_is_fionas_location() -> None:
 def test_a_missing_default_config_is_only_a_warning(
     home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="dcmsortd.config"):
+    with caplog.at_level(logging.WARNING, logger="dcmsortd.service.config"):
         s = settle(home)
     assert s.datadir == "/data"
     assert [r.levelno for r in caplog.records] == [logging.WARNING]

@@ -77,7 +77,7 @@ print(json.dumps({"reads": reads, "bad": bad[:20]}))
 # os.replace, whose new content holds ``content``. argv[1] is that choice as JSON.
 CRASHING_DAEMON = """
 import json, os, signal, sys
-from dcmsortd.cli import main
+from dcmsortd.cli.main import main
 
 when = json.loads(sys.argv.pop(1))
 seen = 0
@@ -258,7 +258,7 @@ STREAM_IMAGES = 60
 
 
 def _notify_line(site: Site) -> str:
-    cli = f"{sys.executable} -c 'from dcmsortd.cli import main_entry; main_entry()'"
+    cli = f"{sys.executable} -c 'from dcmsortd.cli.main import main_entry; main_entry()'"
     return f"{cli} notify {' '.join(site.args())} '#a,#c,#r,#p,#f'"
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
-from dcmsortd import csa
+from dcmsortd.dicom import csa
 from realfiles import nibabel_data, pydicom_data, shared_dicom
 
 

@@ -15,8 +15,8 @@ from osprocs import run_py
 
 START = """
     import json, os, sys, time
-    from dcmsortd.daemonize import detach
-    from dcmsortd.errors import DaemonError
+    from dcmsortd.service.daemonize import detach
+    from dcmsortd.model.errors import DaemonError
     mode, facts, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
     starter = os.getpid()
     try:

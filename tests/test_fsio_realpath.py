@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcmsortd import fsio
+from dcmsortd.sorting import fsio
 
 NAMES = ["a", "b", "file", "up", "loop", "self", "missing", "..", ".", "", "dirlink",
          "filelink", "abs", "dangling", "caf\udce9"]

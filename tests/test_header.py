@@ -16,9 +16,8 @@ from pydicom.filewriter import dcmwrite
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dcmsortd.elements import element_text
-from dcmsortd.errors import HeaderError
-from dcmsortd.header import (
+from dcmsortd.dicom.elements import element_text
+from dcmsortd.dicom.header import (
     RECORD_TAGS,
     SeriesCache,
     _lenient,
@@ -27,6 +26,7 @@ from dcmsortd.header import (
     read_instance,
     uid_text,
 )
+from dcmsortd.model.errors import HeaderError
 from realfiles import (
     SHARED_DICOM_ENV,
     nibabel_data,
@@ -309,7 +309,7 @@ def test_cache_is_bounded_lru() -> None:
 def test_corrupt_csa_is_logged_and_the_image_still_read(caplog: pytest.LogCaptureFixture) -> None:
     ds = _dataset(nibabel_data("csa_slice_norm.dcm"))
     ds[0x00291010].value = b"SV10\x04\x03\x02\x01" + b"\xff" * 64
-    with caplog.at_level(logging.WARNING, logger="dcmsortd.header"):
+    with caplog.at_level(logging.WARNING, logger="dcmsortd.dicom.header"):
         inst = instance_from_dataset(ds, "/in/x.dcm")
     assert "PhaseEncodingDirectionPositive" not in inst.fields
     assert inst.fields["SeriesDescription"] == "RESTING_STATE_Yerkes"
@@ -330,7 +330,7 @@ def test_pydicom_reader_warnings_are_logged_not_raised(
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # but the data set stays implicit
     path = tmp_path / "mismatch.dcm"
     dcmwrite(path, ds, implicit_vr=True, little_endian=True, force_encoding=True)
-    with caplog.at_level(logging.DEBUG, logger="dcmsortd.header"):
+    with caplog.at_level(logging.DEBUG, logger="dcmsortd.dicom.header"):
         inst = read_instance(str(path))
     assert inst.modality == "MR"
     assert f"{path}: Expected explicit VR, but found implicit VR" in caplog.text

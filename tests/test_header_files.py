@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcmsortd.errors import HeaderError
-from dcmsortd.header import read_instance
+from dcmsortd.dicom.header import read_instance
+from dcmsortd.model.errors import HeaderError
 from realfiles import pydicom_data, restamp, shared_dicom
 
 SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from dcmsortd.index import QUERY_PATHS, ProcessedIndex
+from dcmsortd.sorting.index import QUERY_PATHS, ProcessedIndex
 
 
 def _open_and_record(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcmsortd import fsio
-from dcmsortd.jsontext import Raw, nested, plain, render
-from dcmsortd.series import SeriesState
+from dcmsortd.model.jsontext import Raw, nested, plain, render
+from dcmsortd.sorting import fsio
+from dcmsortd.sorting.series import SeriesState
 
 # header text can hold anything: NULs, quotes, backslashes, newlines, non-ASCII, surrogates
 TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\x00\"\\\n\u2028é"), max_size=12)

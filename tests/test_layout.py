@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcmsortd.instance import Instance, SrEntry
-from dcmsortd.layout import MAX_COMPONENT_BYTES, plan, safe_component
-from dcmsortd.notice import Arrival
+from dcmsortd.model.instance import Instance, SrEntry
+from dcmsortd.model.notice import Arrival
+from dcmsortd.sorting.layout import MAX_COMPONENT_BYTES, plan, safe_component
 
 
 @pytest.mark.parametrize("value", ["1.2.840.113619.2.1", "ABCD0001", "20040826_185059",

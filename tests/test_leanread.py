@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 
-from dcmsortd.dicomfile import read_dataset
-from dcmsortd.elements import element_text
-from dcmsortd.header import SeriesCache, instance_from_dataset, read_instance
-from dcmsortd.leanread import FIRST_READ, kept, read_lean
+from dcmsortd.dicom.dicomfile import read_dataset
+from dcmsortd.dicom.elements import element_text
+from dcmsortd.dicom.header import SeriesCache, instance_from_dataset, read_instance
+from dcmsortd.dicom.leanread import FIRST_READ, kept, read_lean
 from realfiles import nibabel_data, shared_dir
 
 
@@ -156,7 +156,7 @@ def test_truncated_pixel_data_is_still_caught(tmp_path: Path) -> None:
     data = Path(get_testdata_file("MR_small.dcm")).read_bytes()
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(data[:-1000])  # into the pixel data (the last bytes are padding)
-    from dcmsortd.errors import HeaderError
+    from dcmsortd.model.errors import HeaderError
 
     with pytest.raises(HeaderError, match="truncated: pixel data declares"):
         read_dataset(str(cut))
@@ -188,8 +188,8 @@ def test_reading_only_the_wanted_tags_gives_the_same_instance(real_files: list[P
     """read_instance keeps only the elements the record and the rules read: the Instance
     (rule values included, for the packaged rules and a rule on a private tag) equals the
     one extracted from pydicom's complete dataset."""
-    from dcmsortd.errors import HeaderError
-    from dcmsortd.rules import default_rules
+    from dcmsortd.model.errors import HeaderError
+    from dcmsortd.rules.engine import default_rules
 
     keys = default_rules().tag_keys() | {(0x0019, 0x100C), (0x0029, 0x1008), "Rows"}
     compared = 0

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from daemonproc import Site, is_fifo, wait_for
-from dcmsortd.errors import DaemonError
-from dcmsortd.pidfile import is_running
+from dcmsortd.model.errors import DaemonError
+from dcmsortd.service.pidfile import is_running
 from realfiles import pydicom_data, restamp
 
 pytestmark = pytest.mark.e2e
@@ -213,9 +213,9 @@ def test_a_daemon_that_cannot_start_reports_why(tmp_path: Path, reaper: Reaper) 
 # config under tmp_path and changes nothing else.
 COMPAT = """
 import sys
-import dcmsortd.config
-dcmsortd.config.DEFAULT_CONFIG = sys.argv[1]
-from dcmsortd.compat import main
+import dcmsortd.service.config
+dcmsortd.service.config.DEFAULT_CONFIG = sys.argv[1]
+from dcmsortd.cli.compat import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -257,7 +257,7 @@ def test_processsinglefile3_verbs_on_a_real_daemon(tmp_path: Path, reaper: Reape
     assert again.returncode == 1 and "already running" in again.stderr
     one = dicom_into(data / "site" / "archive", 1)
     sent = subprocess.run(  # `processSingleFile3.py send` only reaches the default project
-        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
+        [sys.executable, "-c", "from dcmsortd.cli.main import main_entry; main_entry()",
          "send", "--project", project, f"A,B,127.0.0.1,{one.parent},{one.name}"],
         env=env, capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr

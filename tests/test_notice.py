@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcmsortd.errors import NotificationError
-from dcmsortd.notice import MAX_LINE_BYTES, Arrival, parse_line
+from dcmsortd.model.errors import NotificationError
+from dcmsortd.model.notice import MAX_LINE_BYTES, Arrival, parse_line
 
 
 def test_five_fields() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dcmsortd.notifier import notify
-from dcmsortd.pipe import PIPE_BUF, PipeReader, prepare_fifo
-from dcmsortd.spool import Spool
+from dcmsortd.intake.notifier import notify
+from dcmsortd.intake.pipe import PIPE_BUF, PipeReader, prepare_fifo
+from dcmsortd.intake.spool import Spool
 
 LINE = "AE1,AE2,10.0.0.1,/data/in,x.dcm"
 

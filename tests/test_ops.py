@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from daemonproc import CLI, Site, is_fifo, stop, wait_for
-from dcmsortd.cli import OneLineFormatter
-from dcmsortd.failed import FailedList
+from dcmsortd.cli.output import OneLineFormatter
+from dcmsortd.sorting.failed import FailedList
 from pipefeed import ERROR_SHAPE, error_lines, feed, line_for, linked, run_cli, wait_linked
 from realfiles import restamp, shared_dicom
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from dcmsortd.errors import DaemonError
-from dcmsortd.pidfile import PidFile, is_running, read_pid
+from dcmsortd.model.errors import DaemonError
+from dcmsortd.service.pidfile import PidFile, is_running, read_pid
 from osprocs import run_py, start_py
 
 TRY_ACQUIRE = """
     import sys
-    from dcmsortd.errors import DaemonError
-    from dcmsortd.pidfile import PidFile
+    from dcmsortd.model.errors import DaemonError
+    from dcmsortd.service.pidfile import PidFile
     try:
         PidFile(sys.argv[1]).acquire()
     except DaemonError as exc:
@@ -25,7 +25,7 @@ TRY_ACQUIRE = """
 
 HOLD = """
     import sys, time
-    from dcmsortd.pidfile import PidFile
+    from dcmsortd.service.pidfile import PidFile
     with PidFile(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(60)
@@ -60,7 +60,8 @@ def test_a_second_holder_in_the_same_process_is_refused(pid_path: Path) -> None:
 
 
 def test_is_running_sees_the_holder_from_another_process(pid_path: Path) -> None:
-    probe = "import sys; from dcmsortd.pidfile import is_running; print(is_running(sys.argv[1]))"
+    probe = ("import sys; from dcmsortd.service.pidfile import is_running; "
+             "print(is_running(sys.argv[1]))")
     with PidFile(pid_path):
         assert run_py(probe, pid_path).stdout.strip() == str(os.getpid())
     assert run_py(probe, pid_path).stdout.strip() == "None"

@@ -17,9 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcmsortd.errors import DaemonError
-from dcmsortd.notice import parse_line
-from dcmsortd.pipe import (
+from dcmsortd.intake.pipe import (
     LONG_LINE_HEAD,
     MAX_STRAY_BYTES,
     PIPE_BUF,
@@ -30,6 +28,8 @@ from dcmsortd.pipe import (
     prepare_fifo,
     write_lines,
 )
+from dcmsortd.model.errors import DaemonError
+from dcmsortd.model.notice import parse_line
 from osprocs import start_py
 
 NOBODY = 65534
@@ -231,7 +231,7 @@ def test_32_writer_processes_500_lines_each_nothing_lost_or_merged(fifo: Path) -
 def test_idle_reader_ticks_and_does_not_spin(fifo: Path) -> None:
     idle = """
         import json, sys, time
-        from dcmsortd.pipe import PipeReader
+        from dcmsortd.intake.pipe import PipeReader
         with PipeReader(sys.argv[1], idle_interval=0.2) as reader:
             print("open", flush=True)
             ticks, lines = 0, 0
@@ -296,7 +296,7 @@ def test_stop_from_another_thread_ends_the_iteration(fifo: Path) -> None:
 def test_stop_from_a_signal_handler_closes_every_descriptor(fifo: Path) -> None:
     program = """
         import os, signal, sys
-        from dcmsortd.pipe import PipeReader
+        from dcmsortd.intake.pipe import PipeReader
         before = len(os.listdir("/proc/self/fd"))
         reader = PipeReader(sys.argv[1], idle_interval=30).open()
         signal.signal(signal.SIGTERM, lambda *_: reader.stop())

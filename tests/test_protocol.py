@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcmsortd import protocol
+from dcmsortd.dicom import protocol
 from realfiles import nibabel_data
 
 VB17 = "\n".join(

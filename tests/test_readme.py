@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dcmsortd import compat
-from dcmsortd.cli import build_parser, main
-from dcmsortd.config import DEFAULT_CONFIG, SETTING_KEYS, resolve
+from dcmsortd.cli import compat
+from dcmsortd.cli.main import build_parser, main
+from dcmsortd.service.config import DEFAULT_CONFIG, SETTING_KEYS, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -84,7 +84,7 @@ def setup_commands() -> list[str]:
 def test_the_first_command_installs_and_runs_the_daemon_on_a_local_folder() -> None:
     install, run = setup_commands()[0].split(" && ")
     assert words(install) == ["python3", "-m", "pip", "install", "-e", "."]
-    assert PYPROJECT["project"]["scripts"]["dcmsortd"] == "dcmsortd.cli:main_entry"
+    assert PYPROJECT["project"]["scripts"]["dcmsortd"] == "dcmsortd.cli.main:main_entry"
     program, *argv = words(run)
     assert program == "dcmsortd"
     args = build_parser().parse_args(argv)
@@ -171,7 +171,8 @@ def test_the_fiona_verbs_are_compats() -> None:
     assert match
     assert tuple(match.group(1).split("|")) == compat.VERBS
     assert "`processSingleFile3.py send LINE...`" in text
-    assert PYPROJECT["project"]["scripts"]["processSingleFile3.py"] == "dcmsortd.compat:main_entry"
+    scripts = PYPROJECT["project"]["scripts"]
+    assert scripts["processSingleFile3.py"] == "dcmsortd.cli.compat:main_entry"
 
 
 # ---------------------------------------------------------------- the settings table

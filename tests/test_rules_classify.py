@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dcmsortd.rules import Classification, RuleSet, parse_rules
+from dcmsortd.rules.engine import Classification, RuleSet, parse_rules
 
 
 def rules(*items: dict[str, Any]) -> RuleSet:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dcmsortd.errors import RulesError
-from dcmsortd.rules import RuleSet, default_rules, parse_rules
+from dcmsortd.model.errors import RulesError
+from dcmsortd.rules.engine import RuleSet, default_rules, parse_rules
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
 

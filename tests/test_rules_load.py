@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dcmsortd.errors import RulesError
-from dcmsortd.rules import RuleSet, default_rules, load_rules, parse_rules
+from dcmsortd.model.errors import RulesError
+from dcmsortd.rules.engine import RuleSet, default_rules, load_rules, parse_rules
 
 FIONA_EXAMPLE = r"""[
  {"type": "GE", "id": "GEBYMANUFACTURER", "description": "This scan is from GE",

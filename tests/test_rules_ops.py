@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from dcmsortd.rules import RuleSet, parse_rules
-from dcmsortd.rules_ops import as_items, as_number, as_text, parse_list_text
+from dcmsortd.rules.engine import RuleSet, parse_rules
+from dcmsortd.rules.ops import as_items, as_number, as_text, parse_list_text
 
 
 def rules(*items: dict[str, Any]) -> RuleSet:

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcmsortd.errors import RulesError
-from dcmsortd.rules import RuleSet, parse_rules
-from dcmsortd.rules_ops import OPERATORS
+from dcmsortd.model.errors import RulesError
+from dcmsortd.rules.engine import RuleSet, parse_rules
+from dcmsortd.rules.ops import OPERATORS
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

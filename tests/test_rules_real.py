@@ -14,8 +14,8 @@ from typing import Any
 import pydicom
 import pytest
 
-from dcmsortd.rules import RuleSet, default_rules
-from dcmsortd.tagvalues import values_from_dataset
+from dcmsortd.dicom.tagvalues import values_from_dataset
+from dcmsortd.rules.engine import RuleSet, default_rules
 from realfiles import nibabel_data, pydicom_data, shared_dicom
 
 ALL_KINDS = {"localizer", "T1w", "T2w", "FLAIR", "diffusion", "BOLD", "fieldmap", "SR"}

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from dcmsortd.header import read_instance
-from dcmsortd.instance import Instance
-from dcmsortd.notice import Arrival
-from dcmsortd.rules import default_rules, parse_rules
-from dcmsortd.series import SeriesState, apply_instance, merge, new_state
+from dcmsortd.dicom.header import read_instance
+from dcmsortd.model.instance import Instance
+from dcmsortd.model.notice import Arrival
+from dcmsortd.rules.engine import default_rules, parse_rules
+from dcmsortd.sorting.series import SeriesState, apply_instance, merge, new_state
 from realfiles import nibabel_data, pydicom_data, restamp
 
 SERIES = "1.2.826.0.1.3680043.8.498.7.1"

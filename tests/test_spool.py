@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dcmsortd.spool import Spool
+from dcmsortd.intake.spool import Spool
 from osprocs import run_py, start_py
 
 
@@ -76,7 +76,7 @@ def test_clean_temp_removes_only_old_leftovers(tmp_path: Path) -> None:
 def test_a_writer_killed_mid_put_leaves_only_a_temporary_file(tmp_path: Path) -> None:
     crash = """
         import os, signal, sys
-        from dcmsortd.spool import Spool
+        from dcmsortd.intake.spool import Spool
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # die before the rename
         Spool(sys.argv[1]).put("/lost/in/crash")
     """
@@ -94,7 +94,7 @@ def test_a_writer_killed_mid_put_leaves_only_a_temporary_file(tmp_path: Path) ->
 def test_concurrent_writer_processes_lose_nothing_and_keep_their_order(tmp_path: Path) -> None:
     writer = """
         import sys
-        from dcmsortd.spool import Spool
+        from dcmsortd.intake.spool import Spool
         spool = Spool(sys.argv[1])
         for i in range(100):
             spool.put(f"{sys.argv[2]} {i:03d}")

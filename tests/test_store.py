@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dcmsortd.header import SeriesCache, read_instance
-from dcmsortd.notice import Arrival
-from dcmsortd.processor import Examined, Sorter
-from dcmsortd.rules import default_rules
-from dcmsortd.store import Store
+from dcmsortd.dicom.header import SeriesCache, read_instance
+from dcmsortd.model.notice import Arrival
+from dcmsortd.rules.engine import default_rules
+from dcmsortd.sorting.processor import Examined, Sorter
+from dcmsortd.sorting.store import Store
 from realfiles import pydicom_data, restamp
 
 SERIES = "1.2.826.0.1.3680043.8.498.9.1"
@@ -85,7 +85,7 @@ def test_the_index_of_known_markers_stays_bounded_and_is_read_again(
 ) -> None:
     """Announced files keep the index of known-sender markers current up to its bound; past
     it the index is dropped and read again from .arrived when a file without a sender comes."""
-    monkeypatch.setattr("dcmsortd.store.KNOWN_MARKERS", 3)
+    monkeypatch.setattr("dcmsortd.sorting.store.KNOWN_MARKERS", 3)
     rules = default_rules()
     store = Store(str(tmp_path / "data" / "site"), rules)
     store.prepare()

@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from dcmsortd import elements, tagvalues
-from dcmsortd.tagvalues import values_from_dataset
+from dcmsortd.dicom import elements, tagvalues
+from dcmsortd.dicom.tagvalues import values_from_dataset
 from realfiles import nibabel_data, pydicom_data
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemonproc import Site, stop, wait_for
-from dcmsortd.pipeline import WORKER_NICENESS
+from dcmsortd.service.pipeline import WORKER_NICENESS
 from feeder import feed, wait_listening
 from manyfiles import Corpus, uid, write_series
 from realfiles import pydicom_data
@@ -104,7 +104,7 @@ def test_a_slow_steady_stream_is_on_disk_within_a_second_with_workers(tmp_path: 
 
 _SLOW_PRELOAD = """\
 import os, time
-# imported by the fork server only (dcmsortd.workerboot.PRELOAD): it stands for a fork
+# imported by the fork server only (dcmsortd.service.workerboot.PRELOAD): it stands for a fork
 # server whose imports take long. It waits for the test's go-ahead, at most 20 s.
 go = os.environ["DCMSORTD_TEST_GO"]
 deadline = time.monotonic() + 20
@@ -123,9 +123,9 @@ _OTHER_THREAD = (
 )
 
 _IMPORT_WITH_SLOW_FORK_SERVER = _OTHER_THREAD + """\
-import dcmsortd.workerboot
-dcmsortd.workerboot.PRELOAD.append("slowpreload")
-from dcmsortd.cli import main_entry
+import dcmsortd.service.workerboot
+dcmsortd.service.workerboot.PRELOAD.append("slowpreload")
+from dcmsortd.cli.main import main_entry
 main_entry()
 """
 
@@ -177,7 +177,7 @@ def test_workers_that_cannot_start_leave_the_work_to_the_main_process(
     script = _OTHER_THREAD + (
         "import multiprocessing.spawn\n"
         "multiprocessing.spawn.set_executable('/nonexistent/python')\n"  # the fork server's
-        "from dcmsortd.cli import main_entry\n"
+        "from dcmsortd.cli.main import main_entry\n"
         "main_entry()\n"
     )
     out = subprocess.run(
@@ -206,7 +206,7 @@ def _import_of(tmp_path: Path, key: int, images: int
     write_series(Corpus(site.archive), pydicom_data("MR_small.dcm"), uid(key), series, images,
                  {})
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from dcmsortd.cli import main_entry; main_entry()",
+        [sys.executable, "-c", "from dcmsortd.cli.main import main_entry; main_entry()",
          "import", *site.args("--workers", "2", str(site.archive))],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return site, series, proc
@@ -307,10 +307,10 @@ def test_a_daemon_killed_takes_its_forked_workers_with_it(tmp_path: Path) -> Non
 _WORKERS_LOST_FOR_GOOD = """\
 import glob, logging, os, signal, sys, time
 import multiprocessing.spawn
-from dcmsortd.config import resolve
-from dcmsortd.notice import parse_line
-from dcmsortd.rules import load_rules
-from dcmsortd.runtime import build
+from dcmsortd.service.config import resolve
+from dcmsortd.model.notice import parse_line
+from dcmsortd.rules.engine import load_rules
+from dcmsortd.service.runtime import build
 
 def main(archive, base):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

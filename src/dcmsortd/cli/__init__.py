@@ -1,0 +1,1 @@
+"""The command line: the parser (``main``), one function per command, FIONA's verbs."""

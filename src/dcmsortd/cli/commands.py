@@ -1,0 +1,169 @@
+"""One function per command: ``(args, settings) -> exit code``. Imports stay lazy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from dcmsortd.service.config import Settings
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
+STOP_TIMEOUT = 30.0
+
+
+def _prepare_process(settings: Settings, to_stderr: bool) -> None:
+    from dcmsortd.cli.output import setup_logging
+
+    os.umask(settings.umask)
+    setup_logging(settings, to_stderr=to_stderr)
+
+
+def _catch_up_hook() -> Any:
+    from dcmsortd.batch.bulk import catch_up_at_start
+
+    return catch_up_at_start
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_process(settings, to_stderr=True)
+    from dcmsortd.service.daemon import serve
+
+    try:
+        return serve(settings, catch_up=_catch_up_hook())
+    except Exception as exc:
+        _log_end(exc)
+        raise
+
+
+def start(args: argparse.Namespace, settings: Settings) -> int:
+    from dcmsortd.rules.engine import load_rules
+    from dcmsortd.service.daemon import serve
+    from dcmsortd.service.daemonize import detach
+    from dcmsortd.service.pidfile import is_running
+
+    pid = is_running(settings.pid_file)
+    if pid is not None:
+        print(f"dcmsortd: already running for project {settings.project!r} (pid {pid}, "
+              f"pid file {settings.pid_file})", file=sys.stderr)
+        return EXIT_ERROR
+    load_rules(settings.rules_path)  # refuse to start on invalid rules, before detaching
+    child = detach(ready_timeout=30.0)
+    if child is None:  # we are the original process and the daemon reported
+        return EXIT_OK
+    try:
+        _prepare_process(settings, to_stderr=False)
+        code = serve(settings, ready=child.report_ready, catch_up=_catch_up_hook())
+    except BaseException as exc:
+        child.report_failure(str(exc) or type(exc).__name__)
+        if isinstance(exc, Exception):
+            _log_end(exc)  # the daemon's stderr is /dev/null: the log file is all there is
+        raise
+    return code
+
+
+def _log_end(exc: Exception) -> None:
+    """Log why the daemon could not start or ended, with a traceback when unexpected."""
+    import logging
+
+    from dcmsortd.model.errors import DcmsortdError
+
+    expected = isinstance(exc, DcmsortdError)
+    logging.getLogger("dcmsortd").critical("dcmsortd ends: %s", exc, exc_info=not expected)
+
+
+def stop(args: argparse.Namespace, settings: Settings) -> int:
+    from dcmsortd.service.pidfile import is_running
+    from dcmsortd.sorting.fsio import alive
+
+    pid = is_running(settings.pid_file)
+    if pid is None:
+        print(f"dcmsortd: not running for project {settings.project!r}")
+        return EXIT_OK
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if is_running(settings.pid_file) is None and not alive(pid):
+            print(f"dcmsortd: stopped (pid {pid})")
+            return EXIT_OK
+        time.sleep(0.05)
+    print(f"dcmsortd: pid {pid} did not stop within {STOP_TIMEOUT:.0f} s", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def restart(args: argparse.Namespace, settings: Settings) -> int:
+    code = stop(args, settings)
+    if code != EXIT_OK:
+        return code
+    return start(args, settings)
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    from dcmsortd.service.pidfile import is_running
+
+    pid = is_running(settings.pid_file)
+    if pid is None:
+        print(f"dcmsortd: not running (project {settings.project!r}, pid file "
+              f"{settings.pid_file})")
+        return EXIT_NOT_RUNNING
+    print(f"dcmsortd: running\npid: {pid}\npipe: {settings.pipe}\ndatadir: {settings.datadir}")
+    return EXIT_OK
+
+
+def send(args: argparse.Namespace, settings: Settings) -> int:
+    from dcmsortd.intake.pipe import write_lines
+
+    write_lines(settings.pipe, list(args.lines), timeout=5.0)
+    return EXIT_OK
+
+
+def notify(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from dcmsortd.intake.notifier import notify as hand_over
+    from dcmsortd.intake.spool import Spool
+
+    spool = Spool(Path(settings.spool_dir))
+    code = EXIT_OK
+    for line in args.lines:
+        try:
+            hand_over(line, settings.pipe, spool)
+        except OSError as exc:
+            print(f"dcmsortd notify: could not deliver nor spool {line!r}: {exc}",
+                  file=sys.stderr)
+            code = EXIT_ERROR
+    return code
+
+
+def test(args: argparse.Namespace, settings: Settings) -> int:
+    from dcmsortd.cli.output import print_json
+    from dcmsortd.rules.engine import load_rules
+
+    rules = load_rules(settings.rules_path)
+    print_json(rules.resolved())
+    for warning in rules.warnings:
+        print(f"dcmsortd test: warning: {rules.source}: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def classify(args: argparse.Namespace, settings: Settings) -> int:
+    from dcmsortd.cli.classify import classify_paths
+
+    return classify_paths(settings, list(args.paths), explain=bool(args.explain))
+
+
+def import_(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_process(settings, to_stderr=True)  # workers: forked from this process
+    from dcmsortd.batch.bulk import import_command
+
+    return import_command(settings, list(args.paths), dry_run=bool(args.dry_run))
+
+
+def catch_up(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_process(settings, to_stderr=True)  # workers: forked from this process
+    from dcmsortd.batch.bulk import catch_up_command
+
+    return catch_up_command(settings, list(args.roots), since=args.since)

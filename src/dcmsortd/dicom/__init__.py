@@ -1,0 +1,1 @@
+"""Reading a received file into the values we need: lean reader, element text, CSA, protocol."""

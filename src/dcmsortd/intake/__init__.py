@@ -1,0 +1,1 @@
+"""Taking notices in: the named pipe, the durable spool, and handing a notice over."""

@@ -1,0 +1,414 @@
+"""The named pipe: place it safely, read lines from it, write lines into it.
+
+``prepare_fifo`` creates (or safely reuses) the FIFO the daemon listens on; ``PipeReader``
+turns it into an endless stream of lines and idle ticks; ``open_writer``, ``frame`` and
+``write_atomic`` are the writer side shared by ``write_lines`` (``dcmsortd send``) and the
+notifier. Lines are split by the pure ``LineSplitter``, so the splitting is tested on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import stat
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+from dcmsortd.model.errors import DaemonError
+from dcmsortd.model.notice import MAX_LINE_BYTES
+
+log = logging.getLogger(__name__)
+
+StrPath = str | os.PathLike[str]
+
+PIPE_BUF = select.PIPE_BUF
+"""Writes up to this many bytes into a pipe are atomic: never interleaved with other writers."""
+MAX_STRAY_BYTES = 64 * 1024 * 1024
+"""A stray regular file at the pipe path larger than this is refused, not read."""
+LONG_LINE_HEAD = 120
+_READ_CHUNK = 65536
+_MAX_DRAIN_BYTES = 1024 * 1024
+_ATTEMPTS = 5
+
+
+def _kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISFIFO, "named pipe"),
+        (stat.S_ISSOCK, "socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "device or special file")
+
+
+def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+# ---------------------------------------------------------------- placing the FIFO
+
+
+def prepare_fifo(path: StrPath, mode: int = 0o620) -> list[str]:
+    """Make ``path`` a FIFO of ours with exactly ``mode``; return the lines of a stray file.
+
+    - missing: created with ``mode`` (applied after mkfifo, so the umask does not matter);
+    - a FIFO of ours (stale, from a crash): reused, mode re-applied; writers blocked on it
+      since then are served as soon as a reader opens it;
+    - a regular file of ours (``echo > pipe`` while no daemon ran): read (at most
+      ``MAX_STRAY_BYTES``), removed and replaced by the FIFO; its non-empty lines are
+      returned (decoded UTF-8 with ``surrogateescape``) for the caller to process;
+    - a symbolic link, anything owned by another user, a directory or any other type:
+      ``DaemonError``, and nothing at the path is touched.
+    """
+    try:
+        return _prepare(path, mode)
+    except OSError as exc:
+        raise DaemonError(f"{os.fspath(path)}: cannot prepare the pipe: {exc.strerror}") from exc
+
+
+def _prepare(path: StrPath, mode: int) -> list[str]:
+    strays: list[str] = []
+    for _ in range(_ATTEMPTS):
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            if _make_fifo(path, mode):
+                return strays
+            continue  # something appeared in between: look again
+        _refuse_unsafe(path, found)
+        if stat.S_ISFIFO(found.st_mode):
+            _set_mode(path, found, mode)
+            return strays
+        strays += _take_stray(path, found)
+    raise DaemonError(f"{os.fspath(path)}: a file keeps reappearing here; cannot place the pipe")
+
+
+def _refuse_unsafe(path: StrPath, found: os.stat_result) -> None:
+    where = os.fspath(path)
+    if stat.S_ISLNK(found.st_mode):
+        raise DaemonError(f"{where} is a symbolic link; refusing to use it as the pipe")
+    if found.st_uid != os.geteuid():
+        raise DaemonError(
+            f"{where} belongs to uid {found.st_uid}, not to us (uid {os.geteuid()}); "
+            "refusing to use it as the pipe"
+        )
+    if not (stat.S_ISFIFO(found.st_mode) or stat.S_ISREG(found.st_mode)):
+        raise DaemonError(f"{where} is a {_kind(found.st_mode)}, not a pipe; refusing to touch it")
+
+
+def _make_fifo(path: StrPath, mode: int) -> bool:
+    try:
+        os.mkfifo(path, mode)
+    except FileExistsError:
+        return False
+    _set_mode(path, os.lstat(path), mode)
+    log.info("created the pipe %s (mode %o)", os.fspath(path), mode)
+    return True
+
+
+def _set_mode(path: StrPath, expected: os.stat_result, mode: int) -> None:
+    """chmod the inode we inspected, not whatever the path names by now."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not _same_inode(os.fstat(fd), expected):
+            raise DaemonError(f"{os.fspath(path)} changed while we prepared it; refusing it")
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        except FileNotFoundError:  # no /proc: the path was checked a moment ago
+            os.chmod(path, mode)
+    finally:
+        os.close(fd)
+
+
+def _take_stray(path: StrPath, found: os.stat_result) -> list[str]:
+    where = os.fspath(path)
+    if found.st_size > MAX_STRAY_BYTES:
+        raise DaemonError(
+            f"{where} is a regular file of {found.st_size} bytes (more than {MAX_STRAY_BYTES}) "
+            "where the pipe belongs; move it away by hand"
+        )
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not _same_inode(os.fstat(fd), found):
+            raise DaemonError(f"{where} changed while we read it; refusing it")
+        data = _read_upto(fd, MAX_STRAY_BYTES)
+        os.unlink(path)
+        data += _read_upto(fd, MAX_STRAY_BYTES - len(data))  # written while we read
+    finally:
+        os.close(fd)
+    lines = [line for line in data.decode("utf-8", "surrogateescape").split("\n") if line]
+    log.warning(
+        "%s was a regular file holding %d line(s), written while no daemon listened; "
+        "replacing it by the pipe, its lines are processed",
+        where,
+        len(lines),
+    )
+    return lines
+
+
+def _read_upto(fd: int, limit: int) -> bytes:
+    parts: list[bytes] = []
+    while limit > 0 and (chunk := os.read(fd, min(limit, _READ_CHUNK))):
+        parts.append(chunk)
+        limit -= len(chunk)
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------- reading lines
+
+
+@dataclass(frozen=True)
+class LongLine:
+    """Stands in for a line longer than ``limit`` bytes: its first bytes only (``head``,
+    at most LONG_LINE_HEAD bytes, the same however the line arrived in pieces).
+
+    The reader yields one LongLine per over-long line, drops the rest of that line and
+    resumes at the next newline, so the caller logs "line too long" once and goes on.
+    """
+
+    head: bytes
+    limit: int
+
+
+Line = bytes | LongLine
+
+
+class LineSplitter:
+    """Pure: turns chunks of bytes into lines (newline removed, ``\\r`` left to the parser).
+
+    Memory stays bounded: a partial line longer than ``limit`` is reported as a LongLine
+    at once and its remaining bytes are discarded up to the next newline.
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._limit = limit
+        self._head = min(limit, LONG_LINE_HEAD)
+        self._partial = bytearray()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[Line]:
+        """Return the lines that ``data`` completes, in order."""
+        *complete, rest = data.split(b"\n")
+        out: list[Line] = []
+        for piece in complete:
+            self._partial += piece
+            out += self._finish()
+        self._partial += rest
+        if len(self._partial) > self._limit:
+            if not self._skipping:
+                out.append(LongLine(bytes(self._partial[: self._head]), self._limit))
+                self._skipping = True
+            self._partial.clear()
+        return out
+
+    def rest(self) -> list[Line]:
+        """The unterminated tail (a writer that sent no newline), as a last line, if any."""
+        return self._finish() if self._partial else []
+
+    def _finish(self) -> list[Line]:
+        line = bytes(self._partial)
+        self._partial.clear()
+        if self._skipping:
+            self._skipping = False
+            return []
+        if len(line) > self._limit:
+            return [LongLine(line[: self._head], self._limit)]
+        return [line]
+
+
+class PipeReader:
+    """Reads lines from the FIFO at ``path`` forever, without busy-waiting.
+
+    Iterating yields ``bytes`` lines (newline removed; a CRLF line keeps its ``\\r``, which
+    the line parser strips), ``LongLine`` for a line over ``limit`` bytes, and ``None`` each
+    time ``idle_interval`` seconds pass with nothing arriving, so the caller can flush.
+    The reader holds a write end of its own, so writers opening and closing the pipe never
+    cause end-of-file. ``stop()`` (safe in a signal handler or another thread) ends the
+    iteration before the next line; then ``pending()`` returns what is still in the pipe.
+
+    >>> with PipeReader("/tmp/.processSingleFilePipe") as reader:  # doctest: +SKIP
+    ...     for item in reader:
+    ...         handle(item)
+    """
+
+    def __init__(
+        self, path: StrPath, *, idle_interval: float = 0.2, limit: int = MAX_LINE_BYTES
+    ) -> None:
+        self.path = os.fspath(path)
+        self._idle_ms = max(1, round(idle_interval * 1000))
+        self._splitter = LineSplitter(limit)
+        self._ready: deque[Line] = deque()
+        self._stopping = False
+        self._fds: list[int] = []  # read end, our own write end, wake-up pipe (read, write)
+
+    def open(self) -> PipeReader:
+        """Open the FIFO (``DaemonError`` when the path is not a FIFO) and the wake-up pipe."""
+        if self._fds:
+            return self
+        try:
+            found = os.lstat(self.path)
+            if not stat.S_ISFIFO(found.st_mode):
+                raise DaemonError(f"{self.path} is a {_kind(found.st_mode)}, not a pipe")
+            self._fds.append(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
+            self._fds.append(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
+            if not all(_same_inode(os.fstat(fd), found) for fd in self._fds):
+                raise DaemonError(f"{self.path} changed while we opened it")
+            self._fds.extend(os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError as exc:
+            self.close()
+            raise DaemonError(f"{self.path}: cannot open the pipe: {exc.strerror}") from exc
+        except DaemonError:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> PipeReader:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Line | None]:
+        self.open()
+        poller = select.poll()
+        poller.register(self._fds[0], select.POLLIN)
+        poller.register(self._fds[2], select.POLLIN)
+        while not self._stopping:
+            if self._ready:
+                yield self._ready.popleft()
+            elif not poller.poll(self._idle_ms):
+                yield None
+            else:
+                self._read_once()
+
+    def stop(self) -> None:
+        """Make the iteration end before its next item. Async-signal-safe enough for Python."""
+        self._stopping = True
+        if len(self._fds) == 4:
+            with contextlib.suppress(OSError):  # full: a wake-up is already pending
+                os.write(self._fds[3], b"\0")
+
+    def pending(self) -> list[Line]:
+        """After ``stop()``: the lines read but not yielded, plus what is still in the pipe.
+
+        Unlink the pipe path first so no new writer arrives; the caller spools these lines.
+        """
+        budget = _MAX_DRAIN_BYTES
+        while self._fds and budget > 0 and (got := self._read_once()):
+            budget -= got
+        lines = list(self._ready) + self._splitter.rest()
+        self._ready.clear()
+        return lines
+
+    def close(self) -> None:
+        """Close every descriptor (idempotent). Data still in the pipe is lost: see pending()."""
+        while self._fds:
+            os.close(self._fds.pop())
+
+    def _read_once(self) -> int:
+        """Read one chunk if there is one; return how many bytes were read."""
+        try:
+            data = os.read(self._fds[0], _READ_CHUNK)
+        except BlockingIOError:
+            return 0
+        self._ready.extend(self._splitter.feed(data))
+        return len(data)
+
+
+# ---------------------------------------------------------------- writing lines
+
+
+def frame(line: str | bytes) -> bytes | None:
+    """The bytes to write for ``line`` (one trailing newline added), or None when the line
+    cannot go through the pipe as one atomic write (longer than PIPE_BUF, or holding a
+    newline inside)."""
+    data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
+    data = data.removesuffix(b"\n")
+    if b"\n" in data or len(data) + 1 > PIPE_BUF:
+        return None
+    return data + b"\n"
+
+
+def open_writer(path: StrPath) -> int:
+    """Open the FIFO at ``path`` for non-blocking writes, never creating anything.
+
+    Raises ``DaemonError("no daemon listens on <path> ...")`` when the path is missing, is not
+    a FIFO (symbolic links are not followed) or has no reader.
+    """
+    where = os.fspath(path)
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        raise DaemonError(f"no daemon listens on {where} (no such pipe)") from None
+    if not stat.S_ISFIFO(found.st_mode):
+        raise DaemonError(f"no daemon listens on {where} (it is a {_kind(found.st_mode)})")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise DaemonError(f"no daemon listens on {where}") from None
+        raise DaemonError(f"no daemon listens on {where} ({exc.strerror})") from None
+    if not _same_inode(os.fstat(fd), found):
+        os.close(fd)
+        raise DaemonError(f"no daemon listens on {where} (it changed while we opened it)")
+    return fd
+
+
+def write_atomic(fd: int, data: bytes, timeout: float) -> bool:
+    """Write ``data`` (at most PIPE_BUF bytes) in one write; while the pipe is full, wait for
+    room up to ``timeout`` seconds. False on timeout; BrokenPipeError when the reader left."""
+    if len(data) > PIPE_BUF:
+        raise ValueError(f"{len(data)} bytes cannot be written atomically (PIPE_BUF {PIPE_BUF})")
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    while True:
+        try:
+            os.write(fd, data)
+            return True
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            poller.poll(max(1, round(left * 1000)))
+
+
+def write_lines(path: StrPath, lines: Iterable[str | bytes], timeout: float = 5.0) -> None:
+    """Write each line into the FIFO with one atomic write (``dcmsortd send``): strict.
+
+    Every line is checked before anything is written. ``DaemonError`` when a line is too
+    long or holds a newline, when no daemon listens, or when the pipe stays full ``timeout``
+    seconds.
+    """
+    where = os.fspath(path)
+    payloads: list[bytes] = []
+    for line in lines:
+        payload = frame(line)
+        if payload is None:
+            shown = line[:80]
+            raise DaemonError(
+                f"line cannot be sent in one piece (newline inside or over {PIPE_BUF - 1} "
+                f"bytes): {shown!r}"
+            )
+        payloads.append(payload)
+    fd = open_writer(path)
+    try:
+        for payload in payloads:  # the limit is per write: a daemon that reads may take long
+            if not write_atomic(fd, payload, timeout):
+                raise DaemonError(f"the daemon on {where} does not read: pipe full for {timeout} s")
+    except BrokenPipeError:
+        raise DaemonError(f"no daemon listens on {where} (it went away)") from None
+    finally:
+        os.close(fd)

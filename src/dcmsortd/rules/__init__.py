@@ -1,0 +1,1 @@
+"""The classification engine: classifyRules.json loaded, checked, compiled and evaluated. Pure."""
