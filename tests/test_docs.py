@@ -108,11 +108,27 @@ def test_the_check_sees_a_wrong_name() -> None:
     assert not source_file("sorting/no_such_module.py").is_file()
 
 
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file."""
+    titles = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in titles}
+
+
 @pytest.mark.parametrize("page", ["README.md", *sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
-def test_relative_links_lead_to_files(page: str) -> None:
-    text = (ROOT / page).read_text(encoding="utf-8")
-    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
-    folder = (ROOT / page).parent
-    broken = [t for t in targets if "://" not in t and not (folder / t).exists()]
+def test_relative_links_lead_to_files_and_headings(page: str) -> None:
+    source = ROOT / page
+    links = re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", source.read_text(encoding="utf-8"))
+    broken = []
+    for target, anchor in links:
+        if "://" in target:
+            continue
+        path = source.parent / target if target else source
+        if not path.is_file() or (anchor and anchor not in anchors(path)):
+            broken.append(f"{target}#{anchor}" if anchor else target)
     assert broken == []
+
+
+def test_anchors_are_githubs() -> None:
+    assert {"differences-from-processsinglefile3py", "what-it-writes-the-layout-the-contract",
+            "security-model"} <= anchors(ROOT / "README.md")

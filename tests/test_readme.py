@@ -70,6 +70,23 @@ def backticked_flags(text: str) -> list[str]:
     return re.findall(r"`(-{1,2}[a-z][a-z-]*)", text)
 
 
+# ---------------------------------------------------------------- a short user's guide
+
+README_MAX_BYTES = 16_000
+"""The aim is about 15 000 bytes; the bound leaves room for a new command or setting row.
+Internals, design notes and benchmark results belong in docs/."""
+
+
+def test_the_readme_stays_a_short_users_guide() -> None:
+    size = len(README.encode("utf-8"))
+    assert size < README_MAX_BYTES, (
+        f"README.md is {size} bytes (at most {README_MAX_BYTES}): move detail to docs/")
+    for title in ("Hooking it to storescp", "What it writes: the layout (the contract)",
+                  "The series record", "Command line", "Configuration", "Logging",
+                  "Security model", "Differences from processSingleFile3.py", "Development"):
+        section(title)
+
+
 # ---------------------------------------------------------------- the two set-up commands
 
 
