@@ -1,6 +1,6 @@
 """The classification engine: a checked RuleSet that tags a series, image by image.
 
-``load_rules``/``parse_rules`` compile a classifyRules.json file (``rules_load``);
+``load_rules``/``parse_rules`` compile a classifyRules.json file (``rules.load``);
 ``RuleSet.classify`` gives a series its new ClassifyType for one new image; ``explain``
 says, rule by rule, which entry failed and on which value. See docs/rules.md.
 """

@@ -63,7 +63,7 @@ def show(value: Any) -> str:
 
 
 def duplicates(raw: dict[str, Any]) -> tuple[str, ...]:
-    """Keys that the JSON object gave more than once (see ``rules_load``)."""
+    """Keys that the JSON object gave more than once (see ``rules.load``)."""
     found = getattr(raw, "duplicates", ())
     return tuple(found)
 

@@ -1,6 +1,6 @@
 """Read classifyRules.json text into compiled rules, reporting every problem at once.
 
-Each rule and each entry is checked on its own (``rules_entry``); then references are
+Each rule and each entry is checked on its own (``rules.entry``); then references are
 resolved by id and searched for cycles. Any problem makes the whole file invalid:
 ``RulesError`` lists them all, each naming the rule (counted from 1), its id and type, and
 the entry (counted from 1).

@@ -23,7 +23,7 @@ from dcmsortd.service.runtime import Runtime, build, last_alive
 log = logging.getLogger(__name__)
 
 class CatchUp(Protocol):
-    """The start-up scan (``bulk.catch_up_at_start``)."""
+    """The start-up scan (``batch.bulk.catch_up_at_start``)."""
 
     def __call__(self, runtime: Runtime, since: float | None, *,
                  stop: Callable[[], bool]) -> None: ...
