@@ -1,1 +1,1 @@
-"""Bulk runs over files already on disk: import, dry run and the catch-up walk."""
+"""Runs over files already on disk: import, dry run, the catch-up walk and ``classify``."""

@@ -150,7 +150,7 @@ def test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def classify(args: argparse.Namespace, settings: Settings) -> int:
-    from dcmsortd.cli.classify import classify_paths
+    from dcmsortd.batch.classify import classify_paths
 
     return classify_paths(settings, list(args.paths), explain=bool(args.explain))
 

@@ -1,1 +1,3 @@
-"""Filing an image: the series record and the layout plan (pure), and the store that writes them."""
+"""Filing an image: examine it (processor), plan its paths and fold it into its series record
+(pure: layout, series), and write the trees (store, fsio), the index of handled files and the
+failed list."""
