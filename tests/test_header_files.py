@@ -53,11 +53,13 @@ def test_truncated_pixel_data(tmp_path: Path, cut: int) -> None:
         read_instance(_write(tmp_path / "x", data[:-cut]))
 
 
-def test_image_cut_just_before_its_pixel_data(tmp_path: Path) -> None:
+def test_image_cut_just_before_its_pixel_data_is_a_header_only_image(tmp_path: Path) -> None:
+    """Issue 14: such a file cannot be told from one whose pixels were stripped; it is read
+    (and sorted, with a warning). More in tests/test_headeronly.py."""
     data = pydicom_data("MR_small.dcm").read_bytes()
     pixels = data.rindex(b"\xe0\x7f\x10\x00")
-    with pytest.raises(HeaderError, match="Rows.* without pixel data"):
-        read_instance(_write(tmp_path / "x", data[:pixels]))
+    inst = read_instance(_write(tmp_path / "x", data[:pixels]))
+    assert not inst.pixel_data and inst.modality == "MR"
 
 
 def test_truncated_pixel_data_implicit_and_big_endian(tmp_path: Path) -> None:

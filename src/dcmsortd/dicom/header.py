@@ -26,6 +26,7 @@ pydicom warnings are logged at DEBUG, not raised.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import warnings
@@ -212,8 +213,11 @@ def read_instance(
     """Read the header of the file at ``path`` into an Instance; raise HeaderError."""
     try:
         with _lenient(path):
-            ds = read_dataset(path, wanted_tags(rule_keys))
-            return instance_from_dataset(ds, path, rule_keys, cache, full)
+            read = read_dataset(path, wanted_tags(rule_keys))
+            inst = instance_from_dataset(read.dataset, path, rule_keys, cache, full)
+            if read.image_without_pixels:
+                return dataclasses.replace(inst, pixel_data=False)
+            return inst
     except HeaderError:
         raise
     except Exception as exc:  # the contract: any file content gives HeaderError, nothing else
