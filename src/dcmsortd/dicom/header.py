@@ -7,7 +7,8 @@ elements the record and the rules read (:func:`wanted_tags`), and hands the data
 
 Fields are rendered by :mod:`dcmsortd.dicom.elements` (``str(value)`` as pydicom renders it,
 left out when the element is absent); UIDs lose their NUL/space padding. StudyDescription
-is ``missing`` when absent. OSLevel comes from SoftwareVersions' ``release:<X>`` text.
+is ``missing`` when absent. OSLevel comes from SoftwareVersions' ``release:<X>_...`` text
+(``X``: up to the first ``_``, as the original did).
 
 Siemens: the CSA image header gives ``PhaseEncodingDirectionPositive`` and the diffusion
 entry; the protocol in the CSA series header gives ``siemensUUID``, ``NumSlices``,
@@ -123,7 +124,8 @@ _FUNCTIONAL_GROUP_FALLBACKS: tuple[tuple[str, tuple[int, ...]], ...] = (
 )
 _SR_TAGS = (("SOPClassUID", _SOP_CLASS), ("ContentDate", 0x00080023), ("ContentTime", 0x00080033))
 _DOCUMENT_TITLE = (0x0040A043, 0x00080104)  # ConceptNameCodeSequence[0].CodeMeaning
-_RELEASE = re.compile(r"release:\s*([^\s\\'\",\]]+)")
+# GE: "27\\LX\\MR Software release:DV26.0_R03_1831.b" -> "DV26.0" (up to the first "_")
+_RELEASE = re.compile(r"release:\s*([^\s\\'\",\]_]+)")
 _BASELINE = re.compile(r"N4_([^_]+)_")
 
 SeriesKey = tuple[str, int, int]  # SeriesInstanceUID, CSA series header length, its CRC-32
