@@ -439,3 +439,22 @@ def test_uid_text_of_real_files_matches_pydicom() -> None:
                     assert uid_text(ds, tag) == (element_text(ds, tag) or ""), (path, tag)
                 checked += 1
     assert checked >= 30
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_bigendian.dcm"])
+def test_empty_numeric_elements_render_as_pydicom_str_gives_them(
+    tmp_path: Path, name: str
+) -> None:
+    """Issue 14: a SeriesNumber (IS), EchoTime (DS) present but empty is recorded as
+    pydicom's ``str()`` of its value, ``"None"``, as the original wrote it; an empty text
+    element (LO) is ``""``. Real files (lean reader and pydicom's) re-stamped so."""
+    path = restamp(pydicom_data(name), tmp_path / name, SeriesNumber="", EchoTime="",
+                   SeriesDescription="")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = pydicom.dcmread(path)
+    assert (str(ref.SeriesNumber), str(ref.EchoTime), str(ref.SeriesDescription)) == (
+        "None", "None", "")
+    fields = read_instance(str(path)).fields
+    assert (fields["SeriesNumber"], fields["EchoTime"], fields["SeriesDescription"]) == (
+        "None", "None", "")
