@@ -31,7 +31,7 @@ def dataset_offset(fp: BinaryIO) -> int:
         return 0
     if head[_PREAMBLE + 4:_PREAMBLE + 12] != _GROUP_LENGTH:
         return 0
-    (length,) = struct.unpack("<I", head[_PREAMBLE + 12:_PREAMBLE + 16])
+    length: int = struct.unpack("<I", head[_PREAMBLE + 12:_PREAMBLE + 16])[0]
     return _PREAMBLE + 16 + length
 
 
