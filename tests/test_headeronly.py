@@ -177,3 +177,29 @@ def test_import_and_catch_up_sort_header_only_files(tmp_path: Path, command: str
         assert f"{path}: no pixel data" in text
     for path in bad:
         assert f"{path}: truncated" in text
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_catch_up_reads_again_a_file_an_older_reader_refused(tmp_path: Path) -> None:
+    """A header-only image the reader before issue 14 refused is in the index as ``bad``:
+    the next catch-up reads it again and sorts it; files refused now are not read again."""
+    from dcmsortd.sorting.index import BAD, ProcessedIndex
+
+    site = BulkSite(tmp_path / "site")
+    good, bad = _header_only_series(site.datadir / "incoming")
+    index = ProcessedIndex(str(site.site / ".dcmsortd" / "processed.sqlite"))
+    index._db.executemany(  # rows as the reader before wrote them
+        "INSERT INTO files (path, size, mtime_ns, outcome) VALUES (?, ?, ?, 'bad')",
+        [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in [*good, *bad]])
+    index.close()
+    assert site.run("catch-up") == 0
+    targets = {os.readlink(p) for p in (site.site / "raw").glob("*/*/*") if p.is_symlink()}
+    assert targets == {str(p) for p in good}
+    index = ProcessedIndex(str(site.site / ".dcmsortd" / "processed.sqlite"))
+    rows = dict(index._db.execute("SELECT path, outcome FROM files").fetchall())
+    index.close()
+    assert {rows[str(p)] for p in bad} == {BAD}
+    assert {rows[str(p)] for p in good} == {"sorted"}
+    before = site.log_text()
+    assert site.run("catch-up") == 0
+    assert not [x for x in site.log_text()[len(before):].splitlines() if "truncated" in x]
