@@ -5,12 +5,9 @@ resolved by id and searched for cycles. Any problem makes the whole file invalid
 ``RulesError`` lists them all, each naming the rule (counted from 1), its id and type, and
 the entry (counted from 1).
 
-Two things real sites' files hold are tolerated, with a warning each (``Loaded.warnings``),
-because the original loads them and they change no rule's meaning: several rules sharing
-an id (an id only matters to a ``rule``/``notrule`` reference, and a reference to a shared
-id *is* an error), and keys the loader does not know (a comment field, a fork's key: one
-warning per key and file, naming where it is; the rest of the rule applies). With
-``strict``, both are errors, as ``dcmsortd test --strict`` shows them.
+Two things real sites' files hold are tolerated, with a warning each (``Loaded.warnings``):
+ids several rules share and keys the loader does not know (see ``rules.tolerated``); a
+reference to a shared id is an error. With ``strict``, both are errors.
 """
 
 from __future__ import annotations
@@ -22,20 +19,19 @@ from typing import Any, Final
 from pydicom.datadict import keyword_dict
 
 from dcmsortd.model.errors import RulesError
-from dcmsortd.rules.entry import (
-    EntryError,
-    PendingRef,
-    check_entry,
-    duplicates,
-    kind,
-    show,
-    unknown_keys,
-)
+from dcmsortd.rules.entry import EntryError, PendingRef, check_entry, duplicates, kind, show
 from dcmsortd.rules.ops import Entry, RuleRef, TagTest
 from dcmsortd.rules.refs import find_cycles, reads_types
+from dcmsortd.rules.tolerated import (
+    ids,
+    rules_named,
+    shared_id_warnings,
+    strict_problems,
+    unknown_key_warnings,
+    unknown_keys_of,
+    where,
+)
 
-RULE_KEYS: Final = frozenset({"type", "id", "description", "check", "rules", "comment"})
-SHOWN_PLACES: Final = 3  # a warning about an unknown key names this many places
 # Series-record keys (the contract) that are not DICOM keywords; ["Name"] may read them too.
 RECORD_NAMES: Final = frozenset({
     "ClassifyType", "IncomingConnection", "SoftwareVersion", "SliceSpacing", "Slices",
@@ -108,10 +104,6 @@ class Loaded:
     warnings: tuple[str, ...]
 
 
-# where an unknown key is: rule index, entry index (None: the rule itself), what takes what
-_Place = tuple[int, int | None, str]
-
-
 def compile_rules(text: str, source: str, strict: bool = False) -> Loaded:
     """Parse, check and compile a rules file's text; raise RulesError listing every problem.
 
@@ -128,10 +120,11 @@ def compile_rules(text: str, source: str, strict: bool = False) -> Loaded:
         raise RulesError(source, [f"expected a JSON array of rules, got {kind(data)}"])
     problems = _Problems()
     drafts = [_check_rule(index, item, problems) for index, item in enumerate(data)]
-    by_id = _ids(data)
-    unknown = _unknown(data)
+    by_id = ids(data)
+    unknown = unknown_keys_of(data)
     if strict:
-        _strict_problems(data, by_id, unknown, problems)
+        for index, entry, text in strict_problems(by_id, unknown):
+            problems.add(index, data[index], text, entry)
     edges = _references(drafts, data, by_id, problems)
     for cycle in find_cycles(edges):
         names = " -> ".join(repr(data[i]["id"]) for i in (*cycle, cycle[0]))
@@ -140,16 +133,7 @@ def compile_rules(text: str, source: str, strict: bool = False) -> Loaded:
         raise RulesError(source, problems.lines())
     unique = {rule_id: found[0] for rule_id, found in by_id.items() if len(found) == 1}
     rules = _build([d for d in drafts if d is not None], unique, edges)
-    return Loaded(rules, _shared_id_warnings(data, by_id) + _unknown_key_warnings(data, unknown))
-
-
-def where(index: int, raw: Any) -> str:
-    """How a message names a rule: ``rule 4 (id 'X', type 'T')``."""
-    rule_id = raw.get("id") if isinstance(raw, dict) else None
-    rule_type = raw.get("type") if isinstance(raw, dict) else None
-    id_text = f"id {rule_id!r}" if isinstance(rule_id, str) else "no id"
-    type_text = f"type {rule_type!r}" if isinstance(rule_type, str) else "no type"
-    return f"rule {index + 1} ({id_text}, {type_text})"
+    return Loaded(rules, shared_id_warnings(data, by_id) + unknown_key_warnings(data, unknown))
 
 
 def _check_rule(index: int, raw: Any, problems: _Problems) -> _Draft | None:
@@ -192,69 +176,6 @@ def _rule_problems(raw: dict[str, Any]) -> list[str]:
     return found
 
 
-def _ids(data: list[Any]) -> dict[str, list[int]]:
-    """Each id, with the rules (indexes) that give it."""
-    by_id: dict[str, list[int]] = {}
-    for index, raw in enumerate(data):
-        rule_id = raw.get("id") if isinstance(raw, dict) else None
-        if isinstance(rule_id, str) and rule_id:
-            by_id.setdefault(rule_id, []).append(index)
-    return by_id
-
-
-def _unknown(data: list[Any]) -> dict[str, list[_Place]]:
-    """Each key the loader does not know, with where it is, in file order."""
-    found: dict[str, list[_Place]] = {}
-    allowed = f"(a rule takes {', '.join(sorted(RULE_KEYS))})"
-    for index, raw in enumerate(data):
-        if not isinstance(raw, dict):
-            continue
-        for key in raw:
-            if key not in RULE_KEYS:
-                found.setdefault(key, []).append((index, None, allowed))
-        items = raw.get("rules")
-        for position, item in enumerate(items if isinstance(items, list) else ()):
-            for key, takes in unknown_keys(item):
-                found.setdefault(key, []).append((index, position, takes))
-    return found
-
-
-def _strict_problems(data: list[Any], by_id: dict[str, list[int]],
-                     unknown: dict[str, list[_Place]], problems: _Problems) -> None:
-    for rule_id, found in by_id.items():
-        for index in found[1:]:
-            text = f"duplicate id {rule_id!r} (rule {found[0] + 1} has it)"
-            problems.add(index, data[index], text)
-    for key, places in unknown.items():
-        for index, entry, takes in places:
-            problems.add(index, data[index], f"unknown key {key!r} {takes}", entry)
-
-
-def _rules_named(data: list[Any], found: list[int]) -> str:
-    """``rule 3 (type 'A'), rule 5 (type 'B') and rule 9 (type 'C')``."""
-    names = [f"rule {i + 1} (type {show(data[i].get('type'))})" for i in found]
-    return ", ".join(names[:-1]) + f" and {names[-1]}"
-
-
-def _shared_id_warnings(data: list[Any], by_id: dict[str, list[int]]) -> tuple[str, ...]:
-    return tuple(
-        f"id {rule_id!r} is shared by {_rules_named(data, found)}: each applies on its own"
-        " (a 'rule'/'notrule' reference to this id would be an error)"
-        for rule_id, found in by_id.items() if len(found) > 1
-    )
-
-
-def _unknown_key_warnings(data: list[Any], unknown: dict[str, list[_Place]]) -> tuple[str, ...]:
-    warnings = []
-    for key, places in unknown.items():
-        shown = [where(index, data[index]) + ("" if entry is None else f", entry {entry + 1}")
-                 for index, entry, _ in places[:SHOWN_PLACES]]
-        more = len(places) - len(shown)
-        text = "; ".join(shown) + (f"; and {more} more" if more else "")
-        warnings.append(f"unknown key {key!r} ignored (the rest of each rule applies): {text}")
-    return tuple(warnings)
-
-
 def _references(
     drafts: list[_Draft | None], data: list[Any], by_id: dict[str, list[int]],
     problems: _Problems,
@@ -273,7 +194,7 @@ def _references(
                 continue
             if found:
                 text = (f"a reference to id {entry.target_id!r}, which several rules share:"
-                        f" {_rules_named(data, found)} (give them distinct ids)")
+                        f" {rules_named(data, found)} (give them distinct ids)")
             else:
                 text = f"unknown rule id {entry.target_id!r}"
             problems.add(draft.index, draft.raw, text, entry.index)
