@@ -225,3 +225,14 @@ def test_mutated_files_give_an_instance_or_header_error(fuzz_file: Path, data: b
         return
     assert inst.study_uid and inst.series_uid and inst.sop_uid
     assert all(isinstance(v, str) for v in inst.fields.values())
+
+
+def test_implicit_data_set_under_an_explicit_transfer_syntax_is_read(tmp_path: Path) -> None:
+    """pydicom's SC_rgb_jpeg.dcm says JPEG Baseline (explicit VR) but its data set is
+    implicit VR; pydicom switches, and so does the check of its encapsulated pixel data."""
+    path = pydicom_data("SC_rgb_jpeg.dcm")
+    inst = read_instance(str(path))
+    assert inst.pixel_data and inst.sop_uid
+    data = path.read_bytes()
+    with pytest.raises(HeaderError, match="^truncated: a pixel data fragment"):
+        read_instance(_write(tmp_path / "cut", data[:-200]))

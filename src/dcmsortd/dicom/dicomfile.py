@@ -170,6 +170,9 @@ def _check_pixel_data(fp: BinaryIO, size: int, pos: int, implicit: bool, endian:
     group, elem = struct.unpack(endian + "HH", head[:4])
     if group != _PIXEL_GROUP:
         raise HeaderError(f"corrupt: unexpected element ({group:04X},{elem:04X}) at {pos}")
+    if not implicit and not (head[4:6].isalpha() and head[4:6].isupper()):
+        implicit = True  # an implicit VR data set under an explicit transfer syntax, as
+        # pydicom reads it (it switches when the first element has no VR)
     if implicit:
         (length,) = struct.unpack(endian + "I", head[4:8])
     elif head[4:6] in _LONG_VRS:
