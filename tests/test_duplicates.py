@@ -60,6 +60,8 @@ def test_same_content_and_different_content(tmp_path: Path) -> None:
     assert same_data_set(str(first), str(same_size)) is False
     assert same_data_set(str(first), str(longer)) is False
     assert same_data_set(str(first), str(tmp_path / "gone.dcm")) is None
+    (tmp_path / "linked").symlink_to(tmp_path)
+    assert same_data_set(str(first), str(tmp_path / "linked" / "first.dcm")) is True
 
 
 def test_a_file_without_meta_is_compared_whole(tmp_path: Path) -> None:

@@ -45,9 +45,11 @@ def same_data_set(first: str, second: str) -> bool | None:
 
 
 def _same(a: BinaryIO, b: BinaryIO) -> bool:
+    stat_a, stat_b = os.fstat(a.fileno()), os.fstat(b.fileno())
+    if (stat_a.st_dev, stat_a.st_ino) == (stat_b.st_dev, stat_b.st_ino):
+        return True  # one file under two names (a hard link, a linked folder)
     start_a, start_b = dataset_offset(a), dataset_offset(b)
-    size_a, size_b = os.fstat(a.fileno()).st_size, os.fstat(b.fileno()).st_size
-    if size_a - start_a != size_b - start_b:
+    if stat_a.st_size - start_a != stat_b.st_size - start_b:
         return False
     a.seek(start_a)
     b.seek(start_b)
