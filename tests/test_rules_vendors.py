@@ -172,7 +172,6 @@ def test_ge_cues_need_a_ge_file(rules: RuleSet, tmp_path: Path) -> None:
     ("SEEPI", {"ScanningSequence": "SE", "EchoTime": 60}, "fieldmap"),
     ("FFE", {"ImageType": ["ORIGINAL", "PRIMARY", "B0", "B0", "FFE"]}, "fieldmap"),
     ("TSE", {"ScanningSequence": "SE", "EchoTime": 100, "RepetitionTime": 3000}, "T2w"),
-    ("SURVEY", {}, "localizer"),
 ])
 def test_philips_kinds(rules: RuleSet, tmp_path: Path, technique: str,
                        keywords: dict[str, Any], kind: str) -> None:
@@ -180,6 +179,13 @@ def test_philips_kinds(rules: RuleSet, tmp_path: Path, technique: str,
                       ProtocolName="Axial 3mm", **keywords)
     types = types_of(rules, path)
     assert types[0] == "PHILIPS" and set(types) & KINDS == {kind}, types
+
+
+def test_philips_survey_is_a_localizer_by_its_description(rules: RuleSet, tmp_path: Path) -> None:
+    path = philips_mr(tmp_path, "survey.dcm", "FFE", SeriesDescription="SmartSurvey",
+                      ProtocolName="SmartSurvey")
+    types = types_of(rules, path)
+    assert types[0] == "PHILIPS" and set(types) & KINDS == {"localizer"}, types
 
 
 def test_philips_bold_by_technique_is_not_sbref(rules: RuleSet, tmp_path: Path) -> None:
