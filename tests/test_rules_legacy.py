@@ -10,6 +10,8 @@ pairs like ``["0x18", "0x24"]``, ``negate: "yes"``, record keys as tags (``NumSl
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 
 from bulkcorpus import Site as BulkSite
 from bulkcorpus import restore_logging
-from daemonproc import Site, stop
+from daemonproc import Site, stop, wait_for
 from dcmsortd.cli.main import main
 from dcmsortd.model.errors import RulesError
 from dcmsortd.rules.engine import parse_rules
@@ -180,12 +182,17 @@ def test_daemon_starts_with_site_rules_logs_the_warnings_and_classifies(tmp_path
         feed(site.pipe, [line_for(ge), line_for(dwi)])
         wait_linked(site, ge)
         wait_linked(site, dwi)
+        more = [*SITE_RULES, {"type": "T", "id": "SIEMENSDFM", "rules": [{"tag": ["X"],
+                                                                      "operator": "exist"}]}]
+        _write(rules, more)
+        os.kill(int(site.pid_file.read_text().split()[0]), signal.SIGHUP)
+        wait_for(lambda: "rules reloaded" in site.log_text(), 20, "the reload")
+        wait_for(lambda: "id 'SIEMENSDFM' is shared" in site.log_text(), 5, "its warning")
     finally:
         stopped = site.cli("stop")
     assert stopped.returncode == 0, stopped.stderr
     log = site.log_text()
-    assert log.count("WARNING [") >= 4
-    assert f"{rules}: id 'GEDTI' is shared by rule 3" in log
+    assert log.count(f"{rules}: id 'GEDTI' is shared by rule 3") == 2  # start, SIGHUP
     assert f"{rules}: unknown key 'Comment' ignored" in log
     types = {r["Manufacturer"]: r["ClassifyType"] for r in site.records().values()}
     assert types["GE MEDICAL SYSTEMS"] == ["GE", "ABCD-DTI", "notlocalizer"]
