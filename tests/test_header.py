@@ -183,6 +183,33 @@ def test_philips_enhanced_file(tmp_path: Path) -> None:
     assert inst.fields["PhaseEncodingSteps"] == "225"
 
 
+GE_SOFTWARE = ["27", "LX", "MR Software release:DV26.0_R03_1831.b"]
+
+
+@pytest.mark.parametrize(("software", "os_level"), [
+    (GE_SOFTWARE, "DV26.0"),
+    ("MR Software release:RX29.1", "RX29.1"),  # no "_": the whole word
+    (["24", "LX", "MR Software release:24.0_M4_1151.a"], "24.0"),
+])
+def test_os_level_from_software_versions_of_a_real_ge_file(
+    tmp_path: Path, software: str | list[str], os_level: str
+) -> None:
+    """Issue 14: GE's real CT file (pydicom's CT_small.dcm) re-stamped with an MR
+    SoftwareVersions value of the GE form; OSLevel is the text after ``release:`` up to
+    the first ``_``, as the original recorded it."""
+    path = restamp(pydicom_data("CT_small.dcm"), tmp_path / "ge.dcm", SoftwareVersions=software)
+    fields = read_instance(str(path)).fields
+    assert fields["Manufacturer"] == "GE MEDICAL SYSTEMS"
+    assert fields["OSLevel"] == os_level
+    assert "release:" in fields["SoftwareVersion"]
+
+
+def test_siemens_protocol_still_overrides_the_release_text(tmp_path: Path) -> None:
+    path = restamp(shared_dicom("siemens_ve11_fieldmap.dcm"), tmp_path / "s.dcm",
+                   SoftwareVersions=GE_SOFTWARE)
+    assert read_instance(str(path)).fields["OSLevel"] == "VE11C"
+
+
 def test_ge_private_tags_and_release_os_level() -> None:
     ds = _dataset(pydicom_data("MR_small.dcm"))
     ds.SoftwareVersions = ["27", "LX", "MR Software release:DV26.0_R03_1831.b"]
@@ -194,7 +221,7 @@ def test_ge_private_tags_and_release_os_level() -> None:
     ds.add_new(0x00211106, "UN", b"X_1_2\x00")  # no sequence around it: not the XA field
     ds.add_new(0x0051100F, "UN", b"HEA;HEP ")
     fields = instance_from_dataset(ds, "mem").fields
-    assert fields["OSLevel"] == "DV26.0_R03_1831.b"
+    assert fields["OSLevel"] == "DV26.0"  # the original's: up to the first "_" (issue 14)
     assert fields["PulseSequenceName"] == fields["Private0019_109C"] == "epi2"
     assert fields["Private0019_105a"] == "2.5"
     assert fields["Slices"] == fields["Private0021_104F"] == "36"
@@ -412,3 +439,22 @@ def test_uid_text_of_real_files_matches_pydicom() -> None:
                     assert uid_text(ds, tag) == (element_text(ds, tag) or ""), (path, tag)
                 checked += 1
     assert checked >= 30
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_bigendian.dcm"])
+def test_empty_numeric_elements_render_as_pydicom_str_gives_them(
+    tmp_path: Path, name: str
+) -> None:
+    """Issue 14: a SeriesNumber (IS), EchoTime (DS) present but empty is recorded as
+    pydicom's ``str()`` of its value, ``"None"``, as the original wrote it; an empty text
+    element (LO) is ``""``. Real files (lean reader and pydicom's) re-stamped so."""
+    path = restamp(pydicom_data(name), tmp_path / name, SeriesNumber="", EchoTime="",
+                   SeriesDescription="")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = pydicom.dcmread(path)
+    assert (str(ref.SeriesNumber), str(ref.EchoTime), str(ref.SeriesDescription)) == (
+        "None", "None", "")
+    fields = read_instance(str(path)).fields
+    assert (fields["SeriesNumber"], fields["EchoTime"], fields["SeriesDescription"]) == (
+        "None", "None", "")

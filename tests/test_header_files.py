@@ -53,11 +53,13 @@ def test_truncated_pixel_data(tmp_path: Path, cut: int) -> None:
         read_instance(_write(tmp_path / "x", data[:-cut]))
 
 
-def test_image_cut_just_before_its_pixel_data(tmp_path: Path) -> None:
+def test_image_cut_just_before_its_pixel_data_is_a_header_only_image(tmp_path: Path) -> None:
+    """Issue 14: such a file cannot be told from one whose pixels were stripped; it is read
+    (and sorted, with a warning). More in tests/test_headeronly.py."""
     data = pydicom_data("MR_small.dcm").read_bytes()
     pixels = data.rindex(b"\xe0\x7f\x10\x00")
-    with pytest.raises(HeaderError, match="Rows.* without pixel data"):
-        read_instance(_write(tmp_path / "x", data[:pixels]))
+    inst = read_instance(_write(tmp_path / "x", data[:pixels]))
+    assert not inst.pixel_data and inst.modality == "MR"
 
 
 def test_truncated_pixel_data_implicit_and_big_endian(tmp_path: Path) -> None:
@@ -223,3 +225,14 @@ def test_mutated_files_give_an_instance_or_header_error(fuzz_file: Path, data: b
         return
     assert inst.study_uid and inst.series_uid and inst.sop_uid
     assert all(isinstance(v, str) for v in inst.fields.values())
+
+
+def test_implicit_data_set_under_an_explicit_transfer_syntax_is_read(tmp_path: Path) -> None:
+    """pydicom's SC_rgb_jpeg.dcm says JPEG Baseline (explicit VR) but its data set is
+    implicit VR; pydicom switches, and so does the check of its encapsulated pixel data."""
+    path = pydicom_data("SC_rgb_jpeg.dcm")
+    inst = read_instance(str(path))
+    assert inst.pixel_data and inst.sop_uid
+    data = path.read_bytes()
+    with pytest.raises(HeaderError, match="^truncated: a pixel data fragment"):
+        read_instance(_write(tmp_path / "cut", data[:-200]))

@@ -7,6 +7,7 @@ encodings agree, and the Instance extracted from either is equal.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import io
@@ -201,7 +202,10 @@ def test_reading_only_the_wanted_tags_gives_the_same_instance(real_files: list[P
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            assert instance_from_dataset(ref, str(path), keys) == inst, path
+            # a dataset read without its pixels cannot tell whether the file had them:
+            # that flag is the reader's (tests/test_headeronly.py)
+            expected = instance_from_dataset(ref, str(path), keys)
+            assert dataclasses.replace(expected, pixel_data=inst.pixel_data) == inst, path
         compared += 1
     assert compared >= 60
 

@@ -327,7 +327,8 @@ def test_stop_signals_flush_and_exit_0_within_5_seconds(
 
 RULES_1 = [{"type": "ALPHA", "rules": [{"tag": ["Modality"], "value": "MR"}]}]
 RULES_2 = [*RULES_1, {"type": "BETA", "rules": [{"tag": ["Modality"], "value": "^MR$"}]}]
-RULES_BAD = [*RULES_2, {"type": "GAMMA", "rules": [{"tag": ["Modality"], "operater": "=="}]}]
+RULES_BAD = [*RULES_2, {"type": "GAMMA",
+                        "rules": [{"tag": ["Modality"], "operator": "~", "value": "MR"}]}]
 
 
 def test_sighup_reloads_the_rules_and_keeps_them_when_the_new_file_is_invalid(
@@ -360,7 +361,7 @@ def test_sighup_reloads_the_rules_and_keeps_them_when_the_new_file_is_invalid(
     assert code == 0, out
     (refusal,) = error_lines(site)
     assert ERROR_SHAPE.match(refusal), refusal
-    assert str(rules) in refusal and "operater" in refusal
+    assert str(rules) in refusal and 'unknown operator "~"' in refusal
 
 
 def test_the_log_file_is_reopened_after_rotation(tmp_path: Path) -> None:

@@ -98,3 +98,10 @@ def test_default_rules_table_names_every_packaged_type() -> None:
     table = guide[guide.index("## The packaged default rules"):]
     for kind in {rule.type for rule in default_rules().rules}:
         assert f"`{kind}`" in table, kind
+
+
+def test_every_packaged_rule_is_documented_with_its_type() -> None:
+    guide = GUIDE.read_text(encoding="utf-8")
+    table = guide[guide.index("| id | type | holds when |"):]
+    documented = re.findall(r"^\| `([A-Z0-9-]+)` \| `([^`]+)` \| \S", table, re.M)
+    assert documented == [(rule.id, rule.type) for rule in default_rules().rules]

@@ -32,10 +32,10 @@ FIONA_EXAMPLE = r"""[
 ]"""
 
 
-def problems_of(data: Any) -> list[str]:
+def problems_of(data: Any, strict: bool = False) -> list[str]:
     text = data if isinstance(data, str) else json.dumps(data)
     with pytest.raises(RulesError) as caught:
-        parse_rules(text, "site.json")
+        parse_rules(text, "site.json", strict)
     assert caught.value.source == "site.json"
     return caught.value.problems
 
@@ -110,11 +110,15 @@ def test_malformed_tags(tag: Any) -> None:
 
 
 def test_unknown_and_duplicate_ids() -> None:
-    problems = problems_of([
+    data = [
         {"type": "A", "id": "X", "rules": [{"rule": "NOPE"}]},
         {"type": "B", "id": "X", "rules": [{"notrule": "ALSO-NOPE"}]},
-    ])
-    assert problems == [
+    ]
+    assert problems_of(data) == [  # a shared id is no error (issue 14): only in strict mode
+        "rule 1 (id 'X', type 'A'), entry 1: unknown rule id 'NOPE'",
+        "rule 2 (id 'X', type 'B'), entry 1: unknown rule id 'ALSO-NOPE'",
+    ]
+    assert problems_of(data, strict=True) == [
         "rule 1 (id 'X', type 'A'), entry 1: unknown rule id 'NOPE'",
         "rule 2 (id 'X', type 'B'): duplicate id 'X' (rule 1 has it)",
         "rule 2 (id 'X', type 'B'), entry 1: unknown rule id 'ALSO-NOPE'",
@@ -147,7 +151,7 @@ def test_all_problems_at_once_with_rule_id_type_and_entry() -> None:
             {"tag": ["EchoTime"], "value": "x", "negate": "maybe"},
         ]},
         {"type": "T", "id": "OK", "rules": [{"rule": "OK"}]},
-    ])
+    ], strict=True)
     assert problems == [
         "rule 2 (id 'NOTYPE', no type): missing 'type'",
         "rule 3 (id 'BAD', type 'T'), entry 1: unknown operator \"~\" (known: regexp, contains,"
@@ -161,6 +165,8 @@ def test_all_problems_at_once_with_rule_id_type_and_entry() -> None:
         " got \"short\"",
         "rule 3 (id 'BAD', type 'T'), entry 5: 'negate' must be \"yes\" or \"no\", got \"maybe\"",
         "rule 4 (id 'OK', type 'T'): duplicate id 'OK' (rule 1 has it)",
+        "rule 4 (id 'OK', type 'T'), entry 1: a reference to id 'OK', which several rules"
+        " share: rule 1 (type \"OK\") and rule 4 (type \"T\") (give them distinct ids)",
     ]
 
 
@@ -186,7 +192,7 @@ def test_entry_problems(entry: Any, fragment: str) -> None:
     problems = problems_of([
         {"type": "T", "id": "A", "rules": [{"tag": ["X"], "operator": "exist"}]},
         {"type": "U", "rules": [entry]},
-    ])
+    ], strict=True)
     assert any(fragment in p and p.startswith("rule 2 (no id, type 'U'), entry 1: ")
                for p in problems), problems
 
@@ -203,7 +209,7 @@ def test_rule_problems(rule: dict[str, Any], fragment: str) -> None:
     problems = problems_of([
         {"type": "A", "id": "x", "rules": [{"tag": ["X"], "operator": "exist"}]},
         rule,
-    ])
+    ], strict=True)
     assert any(fragment in p for p in problems), problems
 
 

@@ -34,7 +34,7 @@ from dcmsortd.batch.walk import (
     parse_since,
     walk,
 )
-from dcmsortd.rules.engine import RuleSet, load_rules
+from dcmsortd.rules.engine import RuleSet, load_rules, log_warnings
 from dcmsortd.service.config import Settings
 from dcmsortd.service.runtime import Runtime, build, heartbeat_path
 
@@ -188,6 +188,7 @@ def import_command(settings: Settings, paths: list[str], dry_run: bool) -> int:
     """``dcmsortd import [--dry-run] PATH...``: exit 0 when every file was handled."""
     terminal = sys.stderr.isatty()
     rules = load_rules(settings.rules_path)
+    log_warnings(rules, log)
     if dry_run:
         return dryrun.dry_run(settings, rules, paths, terminal)
     runtime = open_runtime(settings, rules, distinct_tops(paths))
@@ -203,7 +204,9 @@ def catch_up_command(settings: Settings, roots: list[str], since: str | None) ->
     """``dcmsortd catch-up [--since TIME] [ROOT...]``: exit 0 when every file was handled."""
     floor = None if since is None else parse_since(since, time.time())
     chosen = roots or list(settings.roots())
-    runtime = open_runtime(settings, load_rules(settings.rules_path), distinct_tops(chosen))
+    rules = load_rules(settings.rules_path)
+    log_warnings(rules, log)
+    runtime = open_runtime(settings, rules, distinct_tops(chosen))
     try:
         report = catch_up(runtime, chosen, floor, sys.stderr.isatty())
     except BaseException:

@@ -142,7 +142,7 @@ def test(args: argparse.Namespace, settings: Settings) -> int:
     from dcmsortd.cli.output import print_json
     from dcmsortd.rules.engine import load_rules
 
-    rules = load_rules(settings.rules_path)
+    rules = load_rules(settings.rules_path, strict=bool(args.strict))
     print_json(rules.resolved())
     for warning in rules.warnings:
         print(f"dcmsortd test: warning: {rules.source}: {warning}", file=sys.stderr)

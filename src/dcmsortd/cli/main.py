@@ -115,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("notify", "for storescp: hand one line to the daemon, or spool it when none "
             "listens; returns at once, never loses it")
     p.add_argument("lines", nargs="+", metavar="LINE")
-    add("test", "check the rules and print them resolved as JSON (exit 2 when invalid)")
+    p = add("test", "check the rules and print them resolved as JSON (exit 2 when invalid); "
+            "warnings (ids several rules share, unknown keys: tolerated) go to stderr")
+    p.add_argument("--strict", action="store_true",
+                   help="also refuse (exit 2) what is tolerated otherwise: an id that several "
+                   "rules share, a key the loader does not know")
     p = add("classify", "print, per series, the record and ClassifyType the daemon would "
             "write; touches nothing")
     p.add_argument("--explain", action="store_true", help="show why each rule held or failed")

@@ -17,9 +17,12 @@ Checks, in order:
 * nothing is cut short: with pixel data, its declared length must fit in the file; with
   encapsulated (undefined length) pixel data the items must run to the sequence
   delimiter inside the file; without pixel data, the last element must end exactly at
-  the end of the file, and an image (one with Rows) must have pixel data. A file cut
-  exactly between two top-level elements before Rows (0028,0010) cannot be told apart
-  from a shorter file and is accepted; so is a cut in data set trailing padding.
+  the end of the file. A file cut exactly between two top-level elements cannot be told
+  apart from a shorter file and is accepted; so is a cut in data set trailing padding.
+
+An image header (one with Rows) without pixel data is not an error: exporters and
+anonymizers strip pixels, pydicom reads such files and the sorter only needs the header.
+:func:`read_dataset` says so (``ReadHeader.pixel_data``) and the sorter logs a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import pydicom
@@ -47,7 +51,20 @@ _RAW_START_GROUPS = {0x0002, 0x0008}
 _ROWS = 0x00280010
 
 
-def read_dataset(path: str, wanted: frozenset[int] | None = None) -> Dataset:
+@dataclass(frozen=True)
+class ReadHeader:
+    """A file's header (no pixel data) and whether the file holds pixel data at all."""
+
+    dataset: Dataset
+    pixel_data: bool  # False: the file ends with its header (an image header only, or no image)
+
+    @property
+    def image_without_pixels(self) -> bool:
+        """An image header (Rows present) in a file without pixel data."""
+        return not self.pixel_data and _ROWS in self.dataset
+
+
+def read_dataset(path: str, wanted: frozenset[int] | None = None) -> ReadHeader:
     """Read the header of the DICOM file at ``path`` (no pixel data); raise HeaderError.
 
     ``wanted``: the top-level tags the caller needs; other elements may be left out (see
@@ -60,19 +77,17 @@ def read_dataset(path: str, wanted: frozenset[int] | None = None) -> Dataset:
             raise HeaderError(f"unreadable: {exc.strerror or exc}") from exc
 
 
-def _read_open(fp: BinaryIO, wanted: frozenset[int] | None) -> Dataset:
+def _read_open(fp: BinaryIO, wanted: frozenset[int] | None) -> ReadHeader:
     size = os.fstat(fp.fileno()).st_size
     if size == 0:
         raise HeaderError("empty file")
     lean = read_lean(fp, size, wanted)
     if lean is not None:
         ds, end, implicit = lean
-        _check_lean(ds, fp, size, end, implicit)
-        return ds
+        return ReadHeader(ds, _check_lean(fp, size, end, implicit))
     fp.seek(0)
     ds = _parse(fp, _needs_force(fp, size))
-    _check_complete(ds, fp, size)
-    return ds
+    return ReadHeader(ds, _check_complete(ds, fp, size))
 
 
 def _open_regular(path: str) -> BinaryIO:
@@ -122,26 +137,30 @@ def _parse(fp: BinaryIO, force: bool) -> Dataset:
         raise HeaderError(f"corrupt DICOM header: {type(exc).__name__}: {exc}") from exc
 
 
-def _check_complete(ds: Dataset, fp: BinaryIO, size: int) -> None:
+def _check_complete(ds: Dataset, fp: BinaryIO, size: int) -> bool:
+    """Check the file is whole; True when it holds pixel data."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return  # pydicom inflated the whole file in memory; zlib checked its integrity
+        # pydicom inflated the whole file in memory; zlib checked its integrity. Whether
+        # the inflated data set went on to pixel data is not known here: not warned about
+        return True
     implicit, little = ds.original_encoding
     endian = "<" if little in (True, None) else ">"
     pos = fp.tell()
     if pos < size:
         _check_pixel_data(fp, size, pos, bool(implicit), endian)
-    else:
-        _check_last_element(ds, size)
+        return True
+    _check_last_element(ds, size)
+    return False
 
 
-def _check_lean(ds: Dataset, fp: BinaryIO, size: int, end: int, implicit: bool) -> None:
+def _check_lean(fp: BinaryIO, size: int, end: int, implicit: bool) -> bool:
     """The checks of :func:`_check_complete` for a file :func:`read_lean` read whole."""
     if end < size:
         fp.seek(end)
         _check_pixel_data(fp, size, end, implicit, "<")
-    elif _ROWS in ds:
-        raise HeaderError("truncated: an image header (Rows) without pixel data")
+        return True
+    return False  # read_lean took every element, the last one ending at the end of the file
 
 
 def _check_pixel_data(fp: BinaryIO, size: int, pos: int, implicit: bool, endian: str) -> None:
@@ -151,6 +170,9 @@ def _check_pixel_data(fp: BinaryIO, size: int, pos: int, implicit: bool, endian:
     group, elem = struct.unpack(endian + "HH", head[:4])
     if group != _PIXEL_GROUP:
         raise HeaderError(f"corrupt: unexpected element ({group:04X},{elem:04X}) at {pos}")
+    if not implicit and not (head[4:6].isalpha() and head[4:6].isupper()):
+        implicit = True  # an implicit VR data set under an explicit transfer syntax, as
+        # pydicom reads it (it switches when the first element has no VR)
     if implicit:
         (length,) = struct.unpack(endian + "I", head[4:8])
     elif head[4:6] in _LONG_VRS:
@@ -204,8 +226,6 @@ def _check_last_element(ds: Dataset, size: int) -> None:
     if isinstance(last, RawDataElement) and last.length != _UNDEFINED:
         _check_element_end(last, size)
     # else an undefined-length sequence: pydicom read it to its delimiter
-    if _ROWS in ds:
-        raise HeaderError("truncated: an image header (Rows) without pixel data")
 
 
 def _check_element_end(last: RawDataElement, size: int) -> None:

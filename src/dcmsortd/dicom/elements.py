@@ -1,12 +1,12 @@
 """DICOM element values as series-record text.
 
 The record's contract is ``str(value)`` the way pydicom renders a value (multi-values as
-``[0, 256, 256, 0]``, a person name as its text), with two refinements where ``str()``
-would write Python rather than DICOM:
-
-* an element present but empty is ``""``, not ``None``;
-* a binary value (a private element of unknown VR, read as ``UN``) is decoded as Latin-1
-  text with its NUL/space padding removed, which is what FIONA's Python 2 daemon wrote.
+``[0, 256, 256, 0]``, a person name as its text). So an element present but empty is
+``""`` for a text VR (pydicom's empty value for those) and ``"None"`` for a numeric one
+(IS, DS, US, FL...: pydicom 3 reads an empty numeric value as None), as the original
+wrote it. One refinement: a binary value (a private element of unknown VR, read as
+``UN``) is decoded as Latin-1 text with its NUL/space padding removed, which is what
+FIONA's Python 2 daemon wrote.
 
 A value pydicom cannot decode (corrupt bytes) counts as absent: nothing here raises.
 
@@ -151,9 +151,8 @@ def first_item(ds: Dataset, tag: int) -> Dataset | None:
 
 
 def render(value: Any) -> str:
-    """A DICOM value as record text: ``str(value)``, except None -> "" and bytes decoded."""
-    if value is None:
-        return ""
+    """A DICOM value as record text: ``str(value)`` (None, an empty numeric value, gives
+    ``"None"``), bytes decoded."""
     if isinstance(value, bytes):
         return value.decode("latin-1").rstrip("\x00 ")
     return str(value)

@@ -7,7 +7,8 @@ elements the record and the rules read (:func:`wanted_tags`), and hands the data
 
 Fields are rendered by :mod:`dcmsortd.dicom.elements` (``str(value)`` as pydicom renders it,
 left out when the element is absent); UIDs lose their NUL/space padding. StudyDescription
-is ``missing`` when absent. OSLevel comes from SoftwareVersions' ``release:<X>`` text.
+is ``missing`` when absent. OSLevel comes from SoftwareVersions' ``release:<X>_...`` text
+(``X``: up to the first ``_``, as the original did).
 
 Siemens: the CSA image header gives ``PhaseEncodingDirectionPositive`` and the diffusion
 entry; the protocol in the CSA series header gives ``siemensUUID``, ``NumSlices``,
@@ -26,6 +27,7 @@ pydicom warnings are logged at DEBUG, not raised.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import warnings
@@ -122,7 +124,8 @@ _FUNCTIONAL_GROUP_FALLBACKS: tuple[tuple[str, tuple[int, ...]], ...] = (
 )
 _SR_TAGS = (("SOPClassUID", _SOP_CLASS), ("ContentDate", 0x00080023), ("ContentTime", 0x00080033))
 _DOCUMENT_TITLE = (0x0040A043, 0x00080104)  # ConceptNameCodeSequence[0].CodeMeaning
-_RELEASE = re.compile(r"release:\s*([^\s\\'\",\]]+)")
+# GE: "27\\LX\\MR Software release:DV26.0_R03_1831.b" -> "DV26.0" (up to the first "_")
+_RELEASE = re.compile(r"release:\s*([^\s\\'\",\]_]+)")
 _BASELINE = re.compile(r"N4_([^_]+)_")
 
 SeriesKey = tuple[str, int, int]  # SeriesInstanceUID, CSA series header length, its CRC-32
@@ -212,8 +215,11 @@ def read_instance(
     """Read the header of the file at ``path`` into an Instance; raise HeaderError."""
     try:
         with _lenient(path):
-            ds = read_dataset(path, wanted_tags(rule_keys))
-            return instance_from_dataset(ds, path, rule_keys, cache, full)
+            read = read_dataset(path, wanted_tags(rule_keys))
+            inst = instance_from_dataset(read.dataset, path, rule_keys, cache, full)
+            if read.image_without_pixels:
+                return dataclasses.replace(inst, pixel_data=False)
+            return inst
     except HeaderError:
         raise
     except Exception as exc:  # the contract: any file content gives HeaderError, nothing else

@@ -73,3 +73,6 @@ class Instance:
     # False: a later image of a series this process had read before; ``fields`` then holds
     # only what changes per image (the record keeps the first image's values).
     complete: bool = True
+    # False: an image header (Rows) in a file without pixel data (stripped by an exporter or
+    # anonymizer); it is sorted like any other, and the sorter logs a warning.
+    pixel_data: bool = True

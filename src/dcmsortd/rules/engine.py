@@ -7,6 +7,7 @@ says, rule by rule, which entry failed and on which value. See docs/rules.md.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -127,8 +128,10 @@ class _Evaluation:
 class RuleSet:
     """Checked, compiled rules; immutable and picklable.
 
-    ``warnings``: things that are valid but almost certainly wrong (a ``["Name"]`` tag that
-    no dataset or record can hold); ``dcmsortd test`` shows them.
+    ``warnings``: what the loader tolerated (ids several rules share, keys it does not
+    know) and things that are valid but almost certainly wrong (a ``["Name"]`` tag that
+    no dataset or record can hold); ``dcmsortd test`` shows them, the daemon and the
+    import/catch-up commands log them (:func:`log_warnings`).
     """
 
     source: str
@@ -304,14 +307,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
-def parse_rules(text: str, source: str) -> RuleSet:
-    """Compile rules from JSON text; raise RulesError listing every problem."""
-    compiled = compile_rules(text, source)
-    return RuleSet(source, compiled, unknown_names(compiled))
+def parse_rules(text: str, source: str, strict: bool = False) -> RuleSet:
+    """Compile rules from JSON text; raise RulesError listing every problem.
+
+    ``strict``: ids several rules share and unknown keys are problems, not warnings.
+    """
+    loaded = compile_rules(text, source, strict)
+    return RuleSet(source, loaded.rules, loaded.warnings + unknown_names(loaded.rules))
 
 
-def load_rules(path: str | os.PathLike[str] | None) -> RuleSet:
-    """Load a rules file; None means the packaged default rules."""
+def load_rules(path: str | os.PathLike[str] | None, strict: bool = False) -> RuleSet:
+    """Load a rules file; None means the packaged default rules (see :func:`parse_rules`)."""
     if path is None:
         return default_rules()
     source = os.fspath(path)
@@ -323,10 +329,16 @@ def load_rules(path: str | os.PathLike[str] | None) -> RuleSet:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RulesError(source, [f"not UTF-8 text (byte {exc.start}): {exc.reason}"]) from None
-    return parse_rules(text, source)
+    return parse_rules(text, source, strict)
+
+
+def log_warnings(rules: RuleSet, log: logging.Logger) -> None:
+    """Log each of the rules' warnings once, naming the rules file."""
+    for warning in rules.warnings:
+        log.warning("%s: %s", rules.source, warning)
 
 
 def default_rules() -> RuleSet:
     """The rules packaged with dcmsortd, used when no rules file is configured."""
     text = resources.files("dcmsortd").joinpath(DEFAULT_RULES).read_text(encoding="utf-8")
-    return parse_rules(text, f"dcmsortd default rules ({DEFAULT_RULES})")
+    return parse_rules(text, f"dcmsortd default rules ({DEFAULT_RULES})", strict=True)

@@ -1,7 +1,8 @@
 """Check and compile one entry of a rule: a test on a tag, or a reference to another rule.
 
 ``check_entry`` returns a compiled ``TagTest`` or a ``PendingRef`` (resolved by id later),
-or raises ``EntryError`` listing every problem of that entry.
+or raises ``EntryError`` listing every problem of that entry. Keys it does not know are
+ignored there; ``unknown_keys`` lists them, for the loader to warn about.
 """
 
 from __future__ import annotations
@@ -84,6 +85,24 @@ def check_entry(position: int, raw: Any) -> TagTest | PendingRef:
     return entry
 
 
+def unknown_keys(raw: Any) -> list[tuple[str, str]]:
+    """The keys of an entry that the loader ignores, each with what such an entry takes
+    (``"(a test takes ...)"``, ``"in a reference (it takes ...)"``).
+
+    Not errors: rules files of real sites carry comment fields and keys of forks; the
+    loader warns about them (``dcmsortd test --strict`` refuses them).
+    """
+    if not isinstance(raw, dict):
+        return []
+    refs = [k for k in ("rule", "notrule") if k in raw]
+    if refs:
+        return [(k, f"in a reference (it takes '{refs[0]}', 'negate', 'comment')")
+                for k in raw if k not in REF_KEYS and k != "tag"]  # "tag": an error
+    takes = (f"(a test takes {', '.join(sorted(TEST_KEYS))};"
+             " a reference takes 'rule' or 'notrule')")
+    return [(k, takes) for k in raw if k not in TEST_KEYS]
+
+
 def _collect(problems: list[str], check: Callable[[], T]) -> T | None:
     try:
         return check()
@@ -97,9 +116,6 @@ def _collect(problems: list[str], check: Callable[[], T]) -> T | None:
 def _check_ref(position: int, raw: dict[str, Any], refs: list[str]) -> PendingRef:
     if len(refs) > 1 or "tag" in raw:
         raise _Invalid("an entry is either a reference ('rule' or 'notrule') or a test ('tag')")
-    unknown = [k for k in raw if k not in REF_KEYS]
-    if unknown:
-        raise _Invalid(f"unknown key {unknown[0]!r} in a reference (it takes '{refs[0]}')")
     target = raw[refs[0]]
     if not isinstance(target, str) or not target:
         raise _Invalid(f"'{refs[0]}' must name a rule id, got {show(target)}")
@@ -107,11 +123,7 @@ def _check_ref(position: int, raw: dict[str, Any], refs: list[str]) -> PendingRe
 
 
 def _check_test(position: int, raw: dict[str, Any]) -> TagTest:
-    problems = [
-        f"unknown key {k!r} (a test takes {', '.join(sorted(TEST_KEYS))};"
-        " a reference takes 'rule' or 'notrule')"
-        for k in raw if k not in TEST_KEYS
-    ]
+    problems: list[str] = []
     tag = None
     if "tag" not in raw:
         problems.append("missing 'tag' (or 'rule'/'notrule' for a reference)")

@@ -4,6 +4,10 @@ Each rule and each entry is checked on its own (``rules.entry``); then reference
 resolved by id and searched for cycles. Any problem makes the whole file invalid:
 ``RulesError`` lists them all, each naming the rule (counted from 1), its id and type, and
 the entry (counted from 1).
+
+Two things real sites' files hold are tolerated, with a warning each (``Loaded.warnings``):
+ids several rules share and keys the loader does not know (see ``rules.tolerated``); a
+reference to a shared id is an error. With ``strict``, both are errors.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ from dcmsortd.model.errors import RulesError
 from dcmsortd.rules.entry import EntryError, PendingRef, check_entry, duplicates, kind, show
 from dcmsortd.rules.ops import Entry, RuleRef, TagTest
 from dcmsortd.rules.refs import find_cycles, reads_types
+from dcmsortd.rules.tolerated import (
+    ids,
+    rules_named,
+    shared_id_warnings,
+    strict_problems,
+    unknown_key_warnings,
+    unknown_keys_of,
+    where,
+)
 
-RULE_KEYS: Final = frozenset({"type", "id", "description", "check", "rules", "comment"})
 # Series-record keys (the contract) that are not DICOM keywords; ["Name"] may read them too.
 RECORD_NAMES: Final = frozenset({
     "ClassifyType", "IncomingConnection", "SoftwareVersion", "SliceSpacing", "Slices",
@@ -84,8 +96,19 @@ class _Draft:
     entries: list[TagTest | PendingRef]  # the valid ones
 
 
-def compile_rules(text: str, source: str) -> tuple[CompiledRule, ...]:
-    """Parse, check and compile a rules file's text; raise RulesError listing every problem."""
+@dataclass(frozen=True)
+class Loaded:
+    """A rules file's compiled rules, and what was tolerated in it (one line each)."""
+
+    rules: tuple[CompiledRule, ...]
+    warnings: tuple[str, ...]
+
+
+def compile_rules(text: str, source: str, strict: bool = False) -> Loaded:
+    """Parse, check and compile a rules file's text; raise RulesError listing every problem.
+
+    ``strict``: shared ids and unknown keys are problems too, not warnings.
+    """
     try:
         data = json.loads(text, object_pairs_hook=_object_hook)
     except json.JSONDecodeError as exc:
@@ -97,23 +120,20 @@ def compile_rules(text: str, source: str) -> tuple[CompiledRule, ...]:
         raise RulesError(source, [f"expected a JSON array of rules, got {kind(data)}"])
     problems = _Problems()
     drafts = [_check_rule(index, item, problems) for index, item in enumerate(data)]
-    by_id = _ids(data, problems)
-    edges = _references(drafts, by_id, problems)
+    by_id = ids(data)
+    unknown = unknown_keys_of(data)
+    if strict:
+        for index, entry, text in strict_problems(by_id, unknown):
+            problems.add(index, data[index], text, entry)
+    edges = _references(drafts, data, by_id, problems)
     for cycle in find_cycles(edges):
         names = " -> ".join(repr(data[i]["id"]) for i in (*cycle, cycle[0]))
         problems.add(cycle[0], data[cycle[0]], f"reference cycle {names}")
     if problems.lines():
         raise RulesError(source, problems.lines())
-    return _build([d for d in drafts if d is not None], by_id, edges)
-
-
-def where(index: int, raw: Any) -> str:
-    """How a message names a rule: ``rule 4 (id 'X', type 'T')``."""
-    rule_id = raw.get("id") if isinstance(raw, dict) else None
-    rule_type = raw.get("type") if isinstance(raw, dict) else None
-    id_text = f"id {rule_id!r}" if isinstance(rule_id, str) else "no id"
-    type_text = f"type {rule_type!r}" if isinstance(rule_type, str) else "no type"
-    return f"rule {index + 1} ({id_text}, {type_text})"
+    unique = {rule_id: found[0] for rule_id, found in by_id.items() if len(found) == 1}
+    rules = _build([d for d in drafts if d is not None], unique, edges)
+    return Loaded(rules, shared_id_warnings(data, by_id) + unknown_key_warnings(data, unknown))
 
 
 def _check_rule(index: int, raw: Any, problems: _Problems) -> _Draft | None:
@@ -140,9 +160,6 @@ def _check_rule(index: int, raw: Any, problems: _Problems) -> _Draft | None:
 
 def _rule_problems(raw: dict[str, Any]) -> list[str]:
     found = [f"key {key!r} is given more than once" for key in duplicates(raw)]
-    allowed = ", ".join(sorted(RULE_KEYS))
-    found += [f"unknown key {key!r} (a rule takes {allowed})" for key in raw
-              if key not in RULE_KEYS]
     rule_type, rule_id = raw.get("type"), raw.get("id")
     if "type" not in raw:
         found.append("missing 'type'")
@@ -159,24 +176,11 @@ def _rule_problems(raw: dict[str, Any]) -> list[str]:
     return found
 
 
-def _ids(data: list[Any], problems: _Problems) -> dict[str, int]:
-    by_id: dict[str, int] = {}
-    for index, raw in enumerate(data):
-        rule_id = raw.get("id") if isinstance(raw, dict) else None
-        if not isinstance(rule_id, str) or not rule_id:
-            continue
-        if rule_id in by_id:
-            first = by_id[rule_id] + 1
-            problems.add(index, raw, f"duplicate id {rule_id!r} (rule {first} has it)")
-        else:
-            by_id[rule_id] = index
-    return by_id
-
-
 def _references(
-    drafts: list[_Draft | None], by_id: dict[str, int], problems: _Problems
+    drafts: list[_Draft | None], data: list[Any], by_id: dict[str, list[int]],
+    problems: _Problems,
 ) -> dict[int, list[int]]:
-    """The reference graph; a reference to an unknown id is a problem."""
+    """The reference graph; a reference to an unknown or a shared id is a problem."""
     edges: dict[int, list[int]] = {}
     for draft in drafts:
         if draft is None:
@@ -184,11 +188,16 @@ def _references(
         for entry in draft.entries:
             if not isinstance(entry, PendingRef):
                 continue
-            if entry.target_id in by_id:
-                edges.setdefault(draft.index, []).append(by_id[entry.target_id])
+            found = by_id.get(entry.target_id, [])
+            if len(found) == 1:
+                edges.setdefault(draft.index, []).append(found[0])
+                continue
+            if found:
+                text = (f"a reference to id {entry.target_id!r}, which several rules share:"
+                        f" {rules_named(data, found)} (give them distinct ids)")
             else:
                 text = f"unknown rule id {entry.target_id!r}"
-                problems.add(draft.index, draft.raw, text, entry.index)
+            problems.add(draft.index, draft.raw, text, entry.index)
     return edges
 
 

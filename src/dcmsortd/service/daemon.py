@@ -15,7 +15,7 @@ from typing import Protocol
 from dcmsortd.intake.pipe import LongLine, PipeReader, prepare_fifo
 from dcmsortd.intake.spool import Spool
 from dcmsortd.model.errors import RulesError
-from dcmsortd.rules.engine import load_rules
+from dcmsortd.rules.engine import load_rules, log_warnings
 from dcmsortd.service.config import Settings
 from dcmsortd.service.pidfile import PidFile
 from dcmsortd.service.runtime import Runtime, build, last_alive
@@ -125,6 +125,7 @@ def reload_rules(runtime: Runtime) -> None:
     runtime.flush(everything=True)
     runtime.replace_rules(rules)
     log.info("%s: rules reloaded", path or "packaged default rules")
+    log_warnings(rules, log)
 
 
 def _install_signals(control: Control) -> None:
@@ -146,6 +147,7 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None,
     control = Control()
     _install_signals(control)
     with PidFile(settings.pid_file):
+        log_warnings(rules, log)  # a site's legacy file loads; say what was tolerated
         spool = Spool(Path(settings.spool_dir))
         stray = prepare_fifo(settings.pipe, settings.pipe_mode)
         try:

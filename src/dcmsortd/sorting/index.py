@@ -1,6 +1,9 @@
 """A small SQLite index of processed input files, keyed by path, size and mtime.
 
 The catch-up scan uses it to skip files already handled without reading their headers.
+A file refused as bad is recorded with the reader's generation (``BAD``); a file refused by
+an older reader (outcome plain ``bad``: before header-only images were sorted) is not
+"known", so the next catch-up reads it once more.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dcmsortd.sorting.episode import Episode
 log = logging.getLogger(__name__)
 
 QUERY_PATHS = 500  # paths looked up per query (SQLite allows 999 parameters at the least)
+BAD = "bad:2"  # how a bad file is recorded now; raise the number when the reader accepts more
+_STALE_BAD = "bad"  # recorded by the reader before (issue 14): read again
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -57,6 +62,8 @@ class ProcessedIndex:
     def record(self, path: str, size: int, mtime_ns: int, outcome: str,
                records: tuple[str, ...] = ()) -> None:
         """Remember a handled file; ``records``: the records (paths) it is counted in."""
+        if outcome == "bad":
+            outcome = BAD
         self._pending.append(((path, size, mtime_ns, outcome), records))
 
     def commit(self, held: AbstractSet[str] = frozenset()) -> None:
@@ -94,7 +101,8 @@ class ProcessedIndex:
         return {row[0]: (row[1], row[2]) for row in cur}
 
     def known(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """``{path: (size, mtime_ns)}`` for those of ``paths`` the index holds.
+        """``{path: (size, mtime_ns)}`` for those of ``paths`` the index holds (but files an
+        older reader refused: see the module notes).
 
         A few hundred paths a query (by the primary key), so that a scan of an archive of
         millions of files holds one batch in memory, never the whole index.
@@ -104,7 +112,8 @@ class ProcessedIndex:
             chunk = paths[start : start + QUERY_PATHS]
             marks = ",".join("?" * len(chunk))
             cur = self._db.execute(
-                f"SELECT path, size, mtime_ns FROM files WHERE path IN ({marks})", chunk)
+                f"SELECT path, size, mtime_ns FROM files WHERE path IN ({marks})"
+                " AND outcome != ?", [*chunk, _STALE_BAD])
             found.update((row[0], (row[1], row[2])) for row in cur)
         return found
 

@@ -108,6 +108,8 @@ class Sorter:
         except OSError as exc:
             self.report_failure(path, f"cannot write the output: {exc}")
             return "failed", ()
+        if not inst.pixel_data:
+            log.warning("%s: no pixel data (an image header only); sorted from its header", path)
         if where.sr_listing is not None and inst.sr is not None:
             return "sorted", (where.record, where.sr_listing)
         return "sorted", (where.record,)

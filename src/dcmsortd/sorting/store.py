@@ -21,6 +21,7 @@ from typing import Any
 from dcmsortd.model.instance import Instance
 from dcmsortd.model.notice import UNKNOWN, Arrival
 from dcmsortd.sorting import fsio
+from dcmsortd.sorting.duplicates import same_data_set
 from dcmsortd.sorting.layout import Placement, marker_tail, plan
 from dcmsortd.sorting.series import Classifier, SeriesState, apply_instance, merge, new_state
 
@@ -111,6 +112,8 @@ class Store:
         entry = self._open_series(where, inst, arrival)
         self._folders.ensure(where.series_dir)
         new_link = fsio.link(arrival.path, where.link, self.temp_dir)
+        if not new_link:
+            self._check_other_copy(where.link, inst, arrival.path)
         if where.participant_link is not None and where.participant_dir is not None:
             self._link_participant(where)
         if where.sr_link is not None and where.sr_dir is not None and inst.sr is not None:
@@ -122,6 +125,18 @@ class Store:
             entry.dirty = True
         self._touch_marker(self._marker(where, inst, arrival))
         return Filed(where, new_link, changed)
+
+    @staticmethod
+    def _check_other_copy(link: str, inst: Instance, path: str) -> None:
+        """Warn when the image's link keeps another file whose data set differs."""
+        try:
+            first = os.readlink(link)
+        except OSError:
+            return  # not a link: fsio.link left it alone
+        if first == path or same_data_set(first, path) is not False:
+            return  # a re-send of the same image (or the first copy cannot be read)
+        log.warning("%s: SOPInstanceUID %s arrived before as %s with different content; "
+                    "the first copy stays linked", path, inst.sop_uid, first)
 
     def _link_participant(self, where: Placement) -> None:
         assert where.participant_dir is not None and where.participant_link is not None
