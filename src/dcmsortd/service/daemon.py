@@ -20,6 +20,7 @@ from dcmsortd.service.config import Settings
 from dcmsortd.service.operations import Operations
 from dcmsortd.service.pidfile import PidFile
 from dcmsortd.service.runtime import Runtime, build, last_alive
+from dcmsortd.service.status import publish_start, status_path, withdraw
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,13 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None,
         spool = Spool(Path(settings.spool_dir))
         stray = prepare_fifo(settings.pipe, settings.pipe_mode)
         try:
+            publish_start(settings)  # `status` shows this daemon's folders from now on
             for line in stray:
                 spool.put(line)
             return _serve(settings, rules, spool, control, ready, catch_up)
         finally:
             _remove_fifo(settings.pipe)
+            withdraw(status_path(settings))
 
 
 def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
@@ -186,9 +189,9 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
         log.info("dcmsortd %s listening on %s, sorting into %s (rules: %s, workers: %d)",
                  settings.project or "(default project)", settings.pipe, settings.site,
                  settings.rules_path or "packaged default", settings.workers)
+        ops.ready()
         if ready is not None:
             ready()
-        ops.ready()
         spool.clean_temp()
         drained = drain_spool(runtime, spool, stop=stopping)
         if drained:

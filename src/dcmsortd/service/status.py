@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dcmsortd import __version__
 from dcmsortd.model.errors import DaemonError
 from dcmsortd.service.config import Settings
 from dcmsortd.service.pidfile import is_running
@@ -43,6 +44,19 @@ def publish(path: str, data: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def publish_start(settings: Settings, now: float | None = None) -> None:
+    """The first publication, as soon as the pid file is ours: which daemon this is and
+    where it sorts (the counts follow once it runs)."""
+    state = {"pid": os.getpid(), "version": __version__, "project": settings.project,
+             "datadir": settings.datadir, "pipe": settings.pipe, "pid_file": settings.pid_file,
+             "log_file": settings.log_file, "phase": "starting",
+             "updated_at": time.time() if now is None else now}
+    try:
+        publish(status_path(settings), state)
+    except OSError as exc:
+        log.warning("%s: cannot write the status: %s", status_path(settings), exc)
 
 
 def withdraw(path: str) -> None:
@@ -117,6 +131,9 @@ def render(view: DaemonView) -> list[str]:
     if state is None:
         return ["dcmsortd: running (starting: no status published yet)", f"pid: {view.pid}",
                 f"pid file: {view.pid_file}"]
+    if "files_sorted" not in state:  # published at start, before it sorts
+        return ["dcmsortd: running (starting)", f"pid: {view.pid}",
+                f"datadir: {state.get('datadir')}", f"pipe: {state.get('pipe')}"]
     outcomes = state.get("outcomes") or {}
     others = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())
                        if o not in ("sorted", "bad", "rejected", "failed"))
