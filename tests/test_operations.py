@@ -262,6 +262,7 @@ def units(tmp_path: Path) -> Iterator[Path]:
     for unit in (ROOT / "contrib" / "systemd").glob("*.service"):
         text = unit.read_text().replace("/usr/local/bin/dcmsortd", str(script))
         (out / unit.name).write_text(text)
+        (out / unit.name).chmod(0o644)  # as installed (whatever the umask)
     yield out
 
 
@@ -301,16 +302,18 @@ def test_logrotate_rotates_a_running_daemons_log(tmp_path: Path) -> None:
     conf = tmp_path / "dcmsortd"
     conf.write_text(text.replace("/var/log/dcmsortd", str(site.log_dir))
                     .replace("fiona fiona", f"{home.owner()} {home.group()}"))
+    conf.chmod(0o644)  # logrotate ignores a config others may write (whatever the umask)
     daemon = site.start_run("--no-catch-up")
     try:
         first = site.archive / "first.dcm"
         first.write_bytes(b"not DICOM")
         feed(site.pipe, [line_for(first)])
         wait_for(lambda: str(first) in site.log_text(), 20, "the first error line")
-        out = subprocess.run([logrotate, "--force", "--state", str(tmp_path / "state"),
+        out = subprocess.run([logrotate, "--verbose", "--force", "--state", str(tmp_path / "state"),
                               str(conf)], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         rotated = site.log_dir / "processSingleFile.log.1"
+        assert rotated.is_file(), out.stdout + out.stderr
         assert str(first) in rotated.read_text()
         assert site.log_file.stat().st_mode & 0o777 == 0o640  # created by logrotate
         second = site.archive / "second.dcm"
@@ -322,3 +325,11 @@ def test_logrotate_rotates_a_running_daemons_log(tmp_path: Path) -> None:
         code, out = stop(daemon)
     assert code == 0, out
     assert "dcmsortd stopped: 0 file(s) sorted, 2 failed (2 bad)" in site.log_text()
+
+
+def test_prometheus_client_is_imported_only_when_metrics_are_on() -> None:
+    code = ("import sys; import dcmsortd.cli.commands, dcmsortd.service.daemon, "
+            "dcmsortd.service.operations; print('prometheus_client' in sys.modules)")
+    out = subprocess.run([*CLI[:1], "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
