@@ -181,7 +181,7 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
     reader = PipeReader(settings.pipe).open()  # from now on writers never block for long
     control.wakers.append(reader.stop)
 
-    def stopping() -> bool:  # asked often during the spool drain and the catch-up
+    def asked_to_stop() -> bool:  # asked often during the spool drain and the catch-up
         ops.tick()
         return control.stop
 
@@ -193,14 +193,14 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
         if ready is not None:
             ready()
         spool.clean_temp()
-        drained = drain_spool(runtime, spool, stop=stopping)
+        drained = drain_spool(runtime, spool, stop=asked_to_stop)
         if drained:
             log.info("%s: sorted %d spooled notification(s)", settings.spool_dir, drained)
         if catch_up is not None and settings.catch_up and not control.stop:
-            catch_up(runtime, since, stop=stopping)
+            catch_up(runtime, since, stop=asked_to_stop)
         ops.set_phase("listening")
         run_loop(reader, runtime, control,
-                 on_idle=lambda: _drain_quietly(runtime, spool, stopping), tick=ops.tick)
+                 on_idle=lambda: _drain_quietly(runtime, spool, asked_to_stop), tick=ops.tick)
     finally:
         ops.stopping()
         _remove_fifo(settings.pipe)  # new notifications go to the spool from now on
