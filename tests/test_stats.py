@@ -150,6 +150,9 @@ def test_status_shows_the_daemons_own_state_while_its_pid_file_is_locked(
         assert "workers: 2 (2 worker process(es) alive)" in lines
         assert "completion: hooks_failed_total 1, pending_series 2" in lines
         assert "last error: none" in lines
+        assert not [line for line in lines if line.startswith("warning:")]
+        stuck = render(look(settings, now=T0 + 9 + 31))
+        assert stuck[1].startswith("warning: this status was published 31 s ago")
         out = as_json(view)
         assert out["running"] is True and out["datadir"] == "/the/daemons/data"
         json.dumps(out)  # printable as is

@@ -96,13 +96,13 @@ class Operations:
     # ------------------------------------------------------------------ events
     def ready(self) -> None:
         """The pipe is open: systemd may start what depends on us."""
-        self.set_phase("sorting the spool and catching up")
+        self.phase = "sorting the spool and catching up"
         self.notify.ready(self._status_line())
+        self.publish()
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
         self.publish()
-        self.notify.status(self._status_line())
 
     def tick(self) -> None:
         now = self.clock()
@@ -127,6 +127,7 @@ class Operations:
     def publish(self, now: float | None = None) -> None:
         self.latest = state = self.snapshot(now)
         self._published = state["updated_at"]
+        self.notify.status(self._status_line())  # `systemctl status` shows it
         try:
             publish(self.path, state)
         except OSError as exc:

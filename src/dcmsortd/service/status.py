@@ -26,6 +26,8 @@ from dcmsortd.service.stats import duration
 
 log = logging.getLogger(__name__)
 
+STALE_AFTER = 30.0  # seconds: a status older than this says the main loop seems stuck
+
 
 def status_path(settings: Settings) -> str:
     base = settings.pid_file.removesuffix(".pid")
@@ -163,6 +165,10 @@ def render(view: DaemonView) -> list[str]:
         "last error: " + (f"{_when(error.get('time'))} {error.get('message')}"
                           if isinstance(error, dict) else "none"),
     ]
+    stale = state.get("published_s_ago")
+    if isinstance(stale, int | float) and stale > STALE_AFTER:
+        lines.insert(1, f"warning: this status was published {stale:.0f} s ago; the daemon's "
+                     "main loop seems stuck (it publishes about every second)")
     for name in state.get("providers") or []:  # e.g. completion: pending series, hooks
         values = state.get(name)
         if isinstance(values, dict):
