@@ -125,9 +125,19 @@ def status(pid: int) -> dict[str, int]:
 
 
 def outcome_counts(log_text: str) -> list[dict[str, int]]:
-    """The outcome counts of every ``dcmsortd stopped: {...}`` log line, in order."""
-    found = re.findall(r"dcmsortd stopped: (Counter\()?(\{[^}]*\})", log_text)
-    return [json.loads(counts.replace("'", '"')) for _, counts in found]
+    """The outcome counts (those above 0) of every ``dcmsortd stopped: N file(s) sorted,
+    M failed (a bad, ...), k ignored, up ...`` log line, in order."""
+    found = re.findall(r"dcmsortd stopped: (\d+) file\(s\) sorted, \d+ failed"
+                       r"(?: \(([^)]*)\))?((?:, \d+ \w+)*), up ", log_text)
+    out = []
+    for sorted_, failed, others in found:
+        counts = {"sorted": int(sorted_)}
+        for part in [*failed.split(", "), *others.split(", ")]:
+            if part:
+                number, outcome = part.split(" ")
+                counts[outcome] = int(number)
+        out.append({k: v for k, v in counts.items() if v})
+    return out
 
 
 def normalized(snapshot: Mapping[str, str], datadir: Path) -> dict[str, str]:

@@ -178,7 +178,34 @@ EVERY_SETTING: dict[str, tuple[Any, list[str], str, Any, Any]] = {
     "flush_interval": (0.25, ["--flush-interval", "1"], "flush_interval", 0.25, 1.0),
     "catch_up": (False, ["--catch-up"], "catch_up", False, True),
     "catch_up_window": (3600, ["--catch-up-window", "60"], "catch_up_window", 3600.0, 60.0),
+    "metrics": ("0.0.0.0:9100", ["--metrics", ":9101"], "metrics", ("0.0.0.0", 9100),
+                ("127.0.0.1", 9101)),
 }
+
+
+@pytest.mark.parametrize(("value", "address"), [
+    ("9100", ("127.0.0.1", 9100)), (":9100", ("127.0.0.1", 9100)), (9100, ("127.0.0.1", 9100)),
+    ("10.0.0.5:9100", ("10.0.0.5", 9100)), ("[::1]:9100", ("::1", 9100)),
+    ("", None), (False, None),
+])
+def test_the_metrics_address(tmp_path: Path, home: Path, value: Any, address: Any) -> None:
+    cfg = write(tmp_path / "config.json", {"dcmsortd": {"metrics": value}})
+    assert settle(home, cfg).metrics == address
+
+
+def test_metrics_are_off_by_default(tmp_path: Path, home: Path) -> None:
+    assert settle(home, write(tmp_path / "config.json", {})).metrics is None
+
+
+def test_a_wrong_metrics_flag_is_an_error_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write(tmp_path / "config.json", {})
+    argv = ["--config", str(cfg), "--pid-dir", str(tmp_path / "pids"), "--pipe",
+            str(tmp_path / "pipe"), "--datadir", str(tmp_path / "data")]
+    assert main(["run", *argv, "--metrics", "x:y"]) == 1
+    assert "command line: setting metrics: expected HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "pids").exists() and not (tmp_path / "pipe").exists()
 
 
 def test_every_setting_is_covered_here() -> None:
@@ -207,7 +234,9 @@ def test_no_catch_up_flag_turns_a_configured_catch_up_off(tmp_path: Path) -> Non
     [("workers", "2"), ("workers", True), ("workers", 0), ("catch_up", "false"),
      ("modalities", [1]), ("input_roots", 7), ("pipe", ""), ("rules", 3), ("umask", "9"),
      ("umask", "1000"), ("umask", 19), ("pipe_mode", [6]), ("flush_interval", 2),
-     ("flush_interval", "0.5"), ("catch_up_window", -1), ("other_modalities", "move")],
+     ("flush_interval", "0.5"), ("catch_up_window", -1), ("other_modalities", "move"),
+     ("metrics", "host:"), ("metrics", "70000"), ("metrics", "localhost:http"),
+     ("metrics", True), ("metrics", [9100])],
 )
 def test_wrong_values_are_errors_naming_the_setting(
     tmp_path: Path, home: Path, name: str, value: Any

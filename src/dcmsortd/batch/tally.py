@@ -143,6 +143,8 @@ def tallying(
         else:  # the sorter raised; the pipeline logged it
             tally.add(outcome, arrival.path, UNEXPECTED, UNEXPECTED)
         noting.last = None
+        if before is not None:  # the daemon counts what its catch-up sorts, too
+            before(arrival, outcome)
         if on_file is not None:
             on_file()
 

@@ -102,15 +102,17 @@ def restart(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    from dcmsortd.service.pidfile import is_running
+    """The running daemon's own view: its pid file's lock says whether it runs, the status
+    file beside it what it does (not the caller's --datadir or --pipe)."""
+    from dcmsortd.cli.output import print_json
+    from dcmsortd.service.status import as_json, look, render
 
-    pid = is_running(settings.pid_file)
-    if pid is None:
-        print(f"dcmsortd: not running (project {settings.project!r}, pid file "
-              f"{settings.pid_file})")
-        return EXIT_NOT_RUNNING
-    print(f"dcmsortd: running\npid: {pid}\npipe: {settings.pipe}\ndatadir: {settings.datadir}")
-    return EXIT_OK
+    view = look(settings)
+    if args.json:
+        print_json(as_json(view))
+    else:
+        print("\n".join(render(view)))
+    return EXIT_NOT_RUNNING if view.pid is None else EXIT_OK
 
 
 def send(args: argparse.Namespace, settings: Settings) -> int:

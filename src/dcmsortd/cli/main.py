@@ -89,6 +89,12 @@ def _sort_options(p: argparse.ArgumentParser) -> None:
                    "record (default 0.5, at most 1)")
 
 
+def _metrics_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (':PORT' or "
+                   "'PORT': on 127.0.0.1; default: off); a port in use stops the start")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dcmsortd", description=DESCRIPTION, epilog=EPILOG,
@@ -104,12 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
             _sort_options(p)
         return p
 
-    add("run", "run the daemon in the foreground (systemd, containers); logs to stderr too",
-        sorting=True)
-    add("start", "start the daemon detached; returns once the pipe exists", sorting=True)
+    _metrics_option(add("run", "run the daemon in the foreground (systemd, containers); logs "
+                        "to stderr too; speaks systemd's sd_notify when NOTIFY_SOCKET is set",
+                        sorting=True))
+    _metrics_option(add("start", "start the daemon detached; returns once the pipe exists",
+                        sorting=True))
     add("stop", "stop the daemon (SIGTERM), wait until it is gone")
-    add("restart", "stop, then start", sorting=True)
-    add("status", "exit 0 and print pid, pipe and data folder when running, else exit 3")
+    _metrics_option(add("restart", "stop, then start", sorting=True))
+    p = add("status", "the running daemon's own view (pid, data folder, pipe, counts, rate, "
+            "latency, backlog, last error), found by project, pid folder and config "
+            "whatever --datadir is given; exit 3 when not running")
+    p.add_argument("--json", action="store_true", help="print one JSON object (keys pid, "
+                   "datadir, pipe, uptime_s, files_sorted, files_failed, spool_backlog, ...)")
     p = add("send", "write lines into the pipe (error when no daemon listens)")
     p.add_argument("lines", nargs="+", metavar="LINE")
     p = add("notify", "for storescp: hand one line to the daemon, or spool it when none "

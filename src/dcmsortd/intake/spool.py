@@ -71,6 +71,14 @@ class Spool:
             return []
         return [self.directory / name for name in names]
 
+    def count(self) -> int:
+        """How many complete entries wait (not sorted: cheap on a large backlog)."""
+        try:
+            with os.scandir(self.directory) as found:
+                return sum(1 for e in found if _ENTRY_NAME.fullmatch(e.name))
+        except FileNotFoundError:
+            return 0
+
     def read(self, entry: Path) -> str:
         """The line an entry holds (its trailing newline removed; invalid UTF-8 kept as
         surrogate escapes, so ``line.encode("utf-8", "surrogateescape")`` gives the bytes)."""

@@ -21,6 +21,7 @@ OTHER_MODALITY_POLICIES = ("ignore", "delete")
 SETTING_KEYS = (
     "rules", "modalities", "other_modalities", "umask", "pipe", "pipe_mode", "pid_dir",
     "log_dir", "input_roots", "workers", "flush_interval", "catch_up", "catch_up_window",
+    "metrics",
 )
 # Settings that are paths: relative ones in the config file are relative to its folder.
 PATH_KEYS = frozenset({"rules", "pipe", "pid_dir", "log_dir", "input_roots"})
@@ -46,6 +47,7 @@ class Settings:
     flush_interval: float = 0.5
     catch_up: bool = True
     catch_up_window: float = 7 * 24 * 3600.0
+    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
     verbose: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -150,6 +152,21 @@ def _flush_interval(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise ValueError(f"expected a number of seconds above 0 and at most 1, got {value!r}")
     return float(value)
+
+
+def metrics_address(value: Any) -> tuple[str, int] | None:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``""`` or
+    ``false``: off."""
+    if value is False or value == "":
+        return None
+    text = str(value).strip() if isinstance(value, str | int) and value is not True else ""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, :PORT or PORT (port 1-65535), got {value!r}")
+    return host, int(port)
 
 
 def _yes_no(value: Any) -> bool:
@@ -273,5 +290,6 @@ def resolve(
         flush_interval=pick("flush_interval", 0.5, _flush_interval),
         catch_up=pick("catch_up", True, _yes_no),
         catch_up_window=pick("catch_up_window", 7 * 24 * 3600.0, _seconds),
+        metrics=pick("metrics", None, metrics_address),
         verbose=bool(flags.get("verbose")),
     )

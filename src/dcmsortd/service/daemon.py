@@ -17,8 +17,10 @@ from dcmsortd.intake.spool import Spool
 from dcmsortd.model.errors import RulesError
 from dcmsortd.rules.engine import load_rules, log_warnings
 from dcmsortd.service.config import Settings
+from dcmsortd.service.operations import Operations
 from dcmsortd.service.pidfile import PidFile
 from dcmsortd.service.runtime import Runtime, build, last_alive
+from dcmsortd.service.status import publish_start, status_path, withdraw
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +83,12 @@ def run_loop(
     control: Control,
     on_idle: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    tick: Callable[[], None] | None = None,
 ) -> None:
     """Sort every line of ``lines``; ``None`` items are idle ticks (flush everything).
 
     ``on_idle`` (the spool drain) runs on idle ticks, and every ``DRAIN_EVERY`` seconds while
-    lines stream in without a pause.
+    lines stream in without a pause. ``tick`` (status, watchdog) runs after every item.
 
     Any iterable works, so tests hand it a list and the daemon hands it the pipe reader.
     """
@@ -110,6 +113,8 @@ def run_loop(
         if control.reload:
             control.reload = False
             reload_rules(runtime)
+        if tick is not None:
+            tick()
         if control.stop:
             break
     runtime.flush(everything=True)
@@ -151,11 +156,13 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None,
         spool = Spool(Path(settings.spool_dir))
         stray = prepare_fifo(settings.pipe, settings.pipe_mode)
         try:
+            publish_start(settings)  # `status` shows this daemon's folders from now on
             for line in stray:
                 spool.put(line)
             return _serve(settings, rules, spool, control, ready, catch_up)
         finally:
             _remove_fifo(settings.pipe)
+            withdraw(status_path(settings))
 
 
 def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
@@ -166,23 +173,38 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
     assert isinstance(rules, RuleSet)
     since = last_alive(settings)
     runtime = build(settings, rules, fork_workers=True)  # before any thread, any pipe open
+    ops = Operations(runtime, spool)
+    try:
+        ops.start_metrics()  # the address is taken: DaemonError, the daemon does not start
+    except BaseException:
+        ops.close()
+        runtime.pipeline.close()  # not runtime.close(): no heartbeat, nothing was sorted
+        raise
     reader = PipeReader(settings.pipe).open()  # from now on writers never block for long
     control.wakers.append(reader.stop)
+
+    def asked_to_stop() -> bool:  # asked often during the spool drain and the catch-up
+        ops.tick()
+        return control.stop
+
     try:
         log.info("dcmsortd %s listening on %s, sorting into %s (rules: %s, workers: %d)",
                  settings.project or "(default project)", settings.pipe, settings.site,
                  settings.rules_path or "packaged default", settings.workers)
+        ops.ready()
         if ready is not None:
             ready()
         spool.clean_temp()
-        drained = drain_spool(runtime, spool, stop=lambda: control.stop)
+        drained = drain_spool(runtime, spool, stop=asked_to_stop)
         if drained:
             log.info("%s: sorted %d spooled notification(s)", settings.spool_dir, drained)
         if catch_up is not None and settings.catch_up and not control.stop:
-            catch_up(runtime, since, stop=lambda: control.stop)
+            catch_up(runtime, since, stop=asked_to_stop)
+        ops.set_phase("listening")
         run_loop(reader, runtime, control,
-                 on_idle=lambda: _drain_quietly(runtime, spool, lambda: control.stop))
+                 on_idle=lambda: _drain_quietly(runtime, spool, asked_to_stop), tick=ops.tick)
     finally:
+        ops.stopping()
         _remove_fifo(settings.pipe)  # new notifications go to the spool from now on
         reader.stop()
         for line in reader.pending():
@@ -190,7 +212,7 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
                 spool.put(line.decode("utf-8", "surrogateescape"))
         reader.close()
         runtime.close()
-        log.info("dcmsortd stopped: %s", dict(runtime.sorter.counts))
+        log.info("dcmsortd stopped: %s", ops.close())
     return 0
 
 

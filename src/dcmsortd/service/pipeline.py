@@ -101,6 +101,7 @@ class Pipeline:
         self.rule_keys = rule_keys
         self.workers = workers
         self.on_done = on_done
+        self.on_fed: Callable[[Arrival], None] | None = None  # a parsed pipe or spool line
         self._batch: list[Arrival] = []
         self._inflight: deque[
             tuple[list[Arrival], Future[list[Examined]], ProcessPoolExecutor]
@@ -180,6 +181,8 @@ class Pipeline:
         except NotificationError as exc:
             log.error("pipe line rejected: %s", exc)
             return
+        if self.on_fed is not None:
+            self.on_fed(arrival)
         self.feed(arrival)
 
     def feed(self, arrival: Arrival) -> None:
@@ -194,6 +197,12 @@ class Pipeline:
         if len(self._batch) >= BATCH or self._a_worker_is_idle():
             self._submit()
         self._collect(block=len(self._inflight) > 4 * self.workers)
+
+    def workers_alive(self) -> int:
+        """Worker processes alive now (0 when files are examined in this process)."""
+        pool = self._pool
+        processes = getattr(pool, "_processes", None) or {}
+        return sum(1 for p in list(processes.values()) if p.is_alive())
 
     def poll(self) -> None:
         """File what the workers have finished; hand what waits to an idle worker."""

@@ -81,6 +81,7 @@ class Store:
     _folders: fsio.Folders = field(default_factory=fsio.Folders)
     _participants: set[str] = field(default_factory=set)
     _known_markers: dict[str, str] | None = None  # see _marker()
+    records_written: int = 0  # series records and SR listings written by this store
 
     def __post_init__(self) -> None:
         self.site = os.path.abspath(self.site)
@@ -329,6 +330,7 @@ class Store:
                     continue
                 entry.dirty = False
                 entry.written_at = now
+                self.records_written += 1
         self._evict()
         return failures
 
