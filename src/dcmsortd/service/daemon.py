@@ -163,7 +163,8 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
 
     assert isinstance(rules, RuleSet)
     since = last_alive(settings)
-    runtime = build(settings, rules, fork_workers=True)  # before any thread, any pipe open
+    runtime = build(settings, rules, fork_workers=True,  # before any thread, any pipe open
+                    events="daemon")
     reader = PipeReader(settings.pipe).open()  # from now on writers never block for long
     control.wakers.append(reader.stop)
     try:
