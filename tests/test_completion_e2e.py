@@ -243,3 +243,30 @@ def test_import_issues_events_only_when_asked(tmp_path: Path) -> None:
     assert studies[uid(1)]["series"] == [uid(1, 1), uid(1, 2)]  # the study as on disk
     assert studies[uid(1)]["NumFiles"] == "5"
     assert [e["event"] for e in journal(site)].count("study-complete") == 2
+
+
+def test_a_hook_cut_short_by_a_crash_runs_again_after_the_restart(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    hooks = [hook(tmp_path, "series", "series.jsonl", "--started", str(started),
+                  "--sleep", "1")]
+    site = completion_site(tmp_path, hooks, series_quiet=0.5, study_quiet=0.5)
+    corpus = Corpus(site.archive)
+    daemon = site.start_run("--no-catch-up")
+    feed(site.pipe, lines(series(corpus, 1, 1, 2, "PA")))
+    wait_for(lambda: started.exists(), 15, "the hook to start")
+    daemon.send_signal(signal.SIGKILL)  # the hook (its own session) is left running
+    daemon.communicate(timeout=10)
+    assert [d["delivery"] for d in journal(site, deliveries=True) if "delivery" in d] \
+        == ["queued"]
+    daemon = site.start_run("--no-catch-up")
+    try:
+        wait_for(lambda: len(started.read_text().split()) == 2, 15, "the hook to run again")
+        wait_for(lambda: any(d.get("delivery") == "done" for d in journal(site, True)), 15,
+                 "its delivery")
+    finally:
+        code, out = stop(daemon)
+    assert code == 0, out
+    events = journal(site)
+    assert [e["event"] for e in events] == ["series-complete", "study-complete"]
+    runs = wait_got(tmp_path, "series.jsonl", 2)  # the first run went on alone: at least once
+    assert {r["stdin"]["id"] for r in runs} == {events[0]["id"]}

@@ -185,3 +185,31 @@ def test_the_journal_says_which_deliveries_never_finished(tmp_path: Path) -> Non
     Journal(journal.path).append([{"delivery": "done", "id": "2", "hook": ["/a"]}])
     entries, _ = read_entries(journal.path)  # the cut line is skipped (logged), the new one read
     assert undelivered(entries) == []
+
+
+def test_a_pending_completion_whose_event_is_in_the_journal_is_not_issued_again(
+    tmp_path: Path,
+) -> None:
+    """Killed between the event's append and the pending file's update: no second event."""
+    from dcmsortd.completion.completer import Completions
+    from dcmsortd.completion.events import iso
+    from dcmsortd.completion.journal import save_pending
+    from dcmsortd.completion.tracker import SeriesRef
+    from dcmsortd.rules.engine import load_rules
+    from dcmsortd.sorting.store import Store
+
+    store = Store(str(tmp_path / "site"), load_rules(None))
+    store.prepare()
+    done = SeriesRef("1.2", "1.2.3", "/x/raw/1.2", "/x/raw/1.2/1.2.3", "/x/raw/1.2/1.2.3.json")
+    waiting = SeriesRef("1.2", "1.2.4", "/x/raw/1.2", "/x/raw/1.2/1.2.4", "/x/raw/1.2/1.2.4.json")
+    pending, events = str(tmp_path / "pending.json"), str(tmp_path / "events.jsonl")
+    save_pending(pending, [done, waiting], [done.study], store.temp_dir, written=1000.0)
+    Journal(events).append([{**EVENT, "folder": done.series_dir, "time": iso(1001.0)}])
+    clock = [50.0]
+    completions = Completions(store, series_quiet=2, study_quiet=3, hooks=(), hook_workers=1,
+                              journal_path=events, pending_path=pending,
+                              clock=lambda: clock[0], wall=lambda: 2000.0)
+    completions.resume()
+    assert completions.tracker.pending() == ([waiting], [done.study])
+    assert completions.tracker.due(51.9) == [] and completions.tracker.due(52) == [waiting]
+    assert completions.summary()["pending_series"] == 1
