@@ -58,6 +58,7 @@ class Completions:
         self.runner = HookRunner(hook_workers, self._report, delays, clock)
         self.issued = 0
         self._save_episode = Episode(log)
+        self._journal_episode = Episode(log)
         self._flush_failing: set[str] = set()
 
     # ------------------------------------------------------------------ start-up
@@ -110,15 +111,39 @@ class Completions:
                                   self.pending_path)
 
     def tick(self, now: float | None = None) -> int:
-        """Issue every completion due at ``now`` (default: the clock). Returns how many."""
-        issued = 0
-        for item in self.tracker.due(self.clock() if now is None else now):
-            if self._issue(item):
-                self.tracker.done(item)
-                issued += 1
-        if issued:
-            self.persist()
-        return issued
+        """Issue every completion due at ``now`` (default: the clock). Returns how many.
+
+        The events of one tick go into the journal in one write (one fsync), however many.
+        """
+        due = self.tracker.due(self.clock() if now is None else now)
+        chosen = [(item, event, [h for h in self.hooks if h.wants(event)])
+                  for item in due if (event := self._event(item)) is not None]
+        if not chosen or not self._append([line for _, event, hooks in chosen for line in
+                                           (event, *(self._delivery(event, h.label, "queued")
+                                                     for h in hooks))]):
+            return 0
+        for item, event, hooks in chosen:
+            self.tracker.done(item)
+            self.issued += 1
+            log.info("%s: %s %s (%s files, types %s), %d hook(s)", event["event"],
+                     event.get("SeriesInstanceUID") or event["StudyInstanceUID"],
+                     event["folder"], event["NumFiles"],
+                     ",".join(event["ClassifyType"]) or "-", len(hooks))
+            for hook in hooks:
+                self.runner.submit(Job(event, hook))
+        self.persist()
+        return len(chosen)
+
+    def _append(self, lines: list[dict[str, Any]]) -> bool:
+        try:
+            self.journal.append(lines)
+        except OSError as exc:
+            self._journal_episode.failed("%s: cannot append to the events journal; the "
+                                         "events wait: %s", self.journal.path, exc)
+            return False
+        self._journal_episode.worked("%s: the events journal is written again",
+                                     self.journal.path)
+        return True
 
     def finish(self, timeout: float | None = None) -> None:
         """Issue every pending completion now (end of an import), then wait for the hooks."""
@@ -139,33 +164,15 @@ class Completions:
                 "hooks_given_up": self.runner.given_up}
 
     # ------------------------------------------------------------------ issuing
-    def _issue(self, item: SeriesRef | StudyRef) -> bool:
+    def _event(self, item: SeriesRef | StudyRef) -> dict[str, Any] | None:
+        """The event of ``item`` (None: its record cannot be written now; it stays due)."""
         event_id, wall = uuid.uuid4().hex[:16], self.wall()
         if isinstance(item, SeriesRef):
             record = self._final_record(item)
-            if record is None:
-                return False
-            event = series_event(item, record, event_id, wall)
-        else:
-            paths = sorted(glob.glob(os.path.join(glob.escape(item.study_dir), "*.json")))
-            records = [r for r in map(fsio.read_json, paths) if isinstance(r, dict)]
-            event = study_event(item, records, event_id, wall)
-        hooks = [h for h in self.hooks if h.wants(event)]
-        queued = [self._delivery(event, h.label, "queued") for h in hooks]
-        try:
-            self.journal.append([event, *queued])
-        except OSError as exc:
-            log.error("%s: cannot append to the events journal, will retry: %s",
-                      self.journal.path, exc)
-            return False
-        self.issued += 1
-        log.info("%s: %s %s (%s files, types %s), %d hook(s)", event["event"],
-                 event.get("SeriesInstanceUID") or event["StudyInstanceUID"],
-                 event["folder"], event["NumFiles"], ",".join(event["ClassifyType"]) or "-",
-                 len(hooks))
-        for hook in hooks:
-            self.runner.submit(Job(event, hook))
-        return True
+            return None if record is None else series_event(item, record, event_id, wall)
+        paths = sorted(glob.glob(os.path.join(glob.escape(item.study_dir), "*.json")))
+        records = [r for r in map(fsio.read_json, paths) if isinstance(r, dict)]
+        return study_event(item, records, event_id, wall)
 
     def _final_record(self, ref: SeriesRef) -> dict[str, Any] | None:
         """The series record, written first if it has changes (None: it cannot be)."""

@@ -46,6 +46,8 @@ def read_entries(path: str, offset: int = 0) -> tuple[list[dict[str, Any]], int]
     """
     try:
         with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset:  # truncated or replaced: from the top
+                offset = 0
             fh.seek(offset)
             data = fh.read()
     except FileNotFoundError:
