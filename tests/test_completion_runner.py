@@ -213,3 +213,17 @@ def test_a_pending_completion_whose_event_is_in_the_journal_is_not_issued_again(
     assert completions.tracker.pending() == ([waiting], [done.study])
     assert completions.tracker.due(51.9) == [] and completions.tracker.due(52) == [waiting]
     assert completions.summary()["pending_series"] == 1
+
+
+def test_reading_from_an_offset_past_a_truncated_journal_starts_at_its_top(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(str(tmp_path / "events.jsonl"))
+    journal.append([{**EVENT, "id": "1"}, {**EVENT, "id": "2"}])
+    entries, offset = read_entries(journal.path)
+    assert [e["id"] for e in entries] == ["1", "2"]
+    assert read_entries(journal.path, offset) == ([], offset)
+    Path(journal.path).write_text("")  # rotated by an operator
+    journal.append([{**EVENT, "id": "3"}])
+    entries, _ = read_entries(journal.path, offset)
+    assert [e["id"] for e in entries] == ["3"]

@@ -161,12 +161,14 @@ def build(
 
 
 def completions(settings: Settings, store: Store, daemon: bool) -> Completions:
-    """The completion tracker, journal and hooks; the daemon's resumes the last run's."""
+    """The completion tracker, journal and hooks; the daemon's resumes the last run's
+    (an import does not: the daemon may be running those very hooks right now)."""
     done = Completions(
         store, series_quiet=settings.series_quiet, study_quiet=settings.study_quiet,
         hooks=settings.hooks, hook_workers=settings.hook_workers,
         journal_path=journal_path(settings.state_dir, settings.project),
         pending_path=pending_path(settings.state_dir, settings.project) if daemon else None,
     )
-    done.resume()
+    if daemon:
+        done.resume()
     return done
