@@ -145,8 +145,9 @@ def test_sigkill_before_the_quiet_time_ends_fires_once_after_the_restart_and_nev
     try:
         started = time.monotonic()
         wait_got(tmp_path, "study.jsonl", 1)
-        # issued at most series_quiet after the start (plus the study's quiet time)
-        assert time.monotonic() - started < 3 + 1 + 3
+        # series issued series_quiet after the start, the study study_quiet later (not
+        # after another full round of anything); generous slack for a loaded machine
+        assert time.monotonic() - started < 3 + 1 + 8
         assert sorted(r["stdin"]["NumFiles"] for r in got(tmp_path, "series.jsonl")) == ["2", "4"]
     finally:
         stop(daemon)
