@@ -271,3 +271,21 @@ def test_a_hook_cut_short_by_a_crash_runs_again_after_the_restart(tmp_path: Path
     assert [e["event"] for e in events] == ["series-complete", "study-complete"]
     runs = wait_got(tmp_path, "series.jsonl", 2)  # the first run went on alone: at least once
     assert {r["stdin"]["id"] for r in runs} == {events[0]["id"]}
+
+
+def test_files_sorted_by_the_start_up_catch_up_count_as_arrivals(tmp_path: Path) -> None:
+    hooks = [hook(tmp_path, "series", "series.jsonl"), hook(tmp_path, "study", "study.jsonl")]
+    site = completion_site(tmp_path, hooks, series_quiet=0.5, study_quiet=0.5)
+    daemon = site.start_run()  # a first run leaves the heartbeat the catch-up starts from
+    code, out = stop(daemon)
+    assert code == 0, out
+    corpus = Corpus(site.archive / "missed")  # received while no daemon ran, never announced
+    series(corpus, 1, 1, 3, "PA")
+    daemon = site.start_run()
+    try:
+        (run,) = wait_got(tmp_path, "series.jsonl", 1)
+        assert (run["stdin"]["SeriesInstanceUID"], run["stdin"]["NumFiles"]) == (uid(1, 1), "3")
+        wait_got(tmp_path, "study.jsonl", 1)
+    finally:
+        code, out = stop(daemon)
+    assert code == 0, out
