@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 class Completions:
     """Pending completions, the journal and the hook runner of one sorting process.
 
-    ``pending_path`` None (``import --events``): nothing is saved across runs; the run
-    issues every completion at its end (``finish``).
+    ``pending_path`` None (``import --events``): nothing is saved across runs; what is
+    still pending when the run ends is issued then (``finish``).
     """
 
     def __init__(
