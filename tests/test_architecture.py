@@ -21,9 +21,10 @@ LAYERS: dict[str, set[str]] = {
     "rules": {"model"},
     "intake": {"model"},
     "sorting": {"model", "dicom", "rules"},
-    "service": {"model", "dicom", "rules", "intake", "sorting"},
-    "batch": {"model", "dicom", "rules", "intake", "sorting", "service"},
-    "cli": {"model", "dicom", "rules", "intake", "sorting", "service", "batch"},
+    "completion": {"model", "dicom", "rules", "sorting"},
+    "service": {"model", "dicom", "rules", "intake", "sorting", "completion"},
+    "batch": {"model", "dicom", "rules", "intake", "sorting", "completion", "service"},
+    "cli": {"model", "dicom", "rules", "intake", "sorting", "completion", "service", "batch"},
 }
 # the pure core: functions of their inputs, importing only the shared types
 PURE = {
@@ -31,6 +32,9 @@ PURE = {
     "dcmsortd.sorting.series": {"model"},
     "dcmsortd.rules.engine": {"model", "rules"},
     "dcmsortd.model.notice": {"model"},
+    "dcmsortd.completion.tracker": set(),
+    "dcmsortd.completion.hooks": set(),
+    "dcmsortd.completion.events": {"completion"},
 }
 
 

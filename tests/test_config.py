@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from dcmsortd.cli.main import build_parser, main, settings_from
+from dcmsortd.completion.hooks import Hook
 from dcmsortd.model.errors import ConfigError
-from dcmsortd.service.config import DEFAULT_CONFIG, SETTING_KEYS, Settings, resolve
+from dcmsortd.service.config import CONFIG_ONLY, DEFAULT_CONFIG, SETTING_KEYS, Settings, resolve
 
 
 @pytest.fixture
@@ -180,6 +181,9 @@ EVERY_SETTING: dict[str, tuple[Any, list[str], str, Any, Any]] = {
     "catch_up_window": (3600, ["--catch-up-window", "60"], "catch_up_window", 3600.0, 60.0),
     "metrics": ("0.0.0.0:9100", ["--metrics", ":9101"], "metrics", ("0.0.0.0", 9100),
                 ("127.0.0.1", 9101)),
+    "series_quiet": (3, ["--series-quiet", "1.5"], "series_quiet", 3.0, 1.5),
+    "study_quiet": (30, ["--study-quiet", "2"], "study_quiet", 30.0, 2.0),
+    "hook_workers": (4, ["--hook-workers", "1"], "hook_workers", 4, 1),
 }
 
 
@@ -209,7 +213,39 @@ def test_a_wrong_metrics_flag_is_an_error_before_anything_starts(
 
 
 def test_every_setting_is_covered_here() -> None:
-    assert sorted(EVERY_SETTING) == sorted(SETTING_KEYS)
+    assert sorted(EVERY_SETTING) == sorted(set(SETTING_KEYS) - CONFIG_ONLY)
+    assert {"hooks"} == CONFIG_ONLY  # tested below
+
+
+def test_hooks_come_from_the_config_checked(tmp_path: Path, home: Path) -> None:
+    hooks = [{"on": "series", "run": ["/opt/qc", "--phantom"], "types": ["ABCD-Phantom"],
+              "timeout": 30},
+             {"on": "study", "run": ["/opt/archive"]}]
+    s = settle(home, write(tmp_path / "config.json", {"dcmsortd": {"hooks": hooks}}))
+    assert s.hooks == (Hook("series", ("/opt/qc", "--phantom"), ("ABCD-Phantom",), 30.0),
+                       Hook("study", ("/opt/archive",), (), 600.0))
+    assert (s.series_quiet, s.study_quiet, s.hook_workers) == (15.0, 60.0, 2)
+    assert settle(home, write(tmp_path / "none.json", {})).hooks == ()
+
+
+@pytest.mark.parametrize(("hooks", "reason"), [
+    ({"on": "series"}, "expected a list of hook objects"),
+    (["/opt/qc"], "hook 1: expected an object"),
+    ([{"on": "series", "run": ["/x"], "typess": ["T"]}], "hook 1: unknown key.s. typess"),
+    ([{"on": "image", "run": ["/x"]}], 'hook 1: "on" must be'),
+    ([{"on": "study", "run": ["/x"]}, {"on": "study", "run": "/x --y"}],
+     'hook 2: "run" must be a non-empty list'),
+    ([{"on": "study", "run": []}], 'hook 1: "run" must be'),
+    ([{"on": "study", "run": ["/x"], "types": [3]}], 'hook 1: "types" must be'),
+    ([{"on": "study", "run": ["/x"], "timeout": 0}], 'hook 1: "timeout" must be'),
+    ([{"on": "study", "run": ["/x"], "timeout": "60"}], 'hook 1: "timeout" must be'),
+])
+def test_a_wrong_hook_is_an_error_naming_the_file_and_the_setting(
+    tmp_path: Path, home: Path, hooks: Any, reason: str
+) -> None:
+    cfg = write(tmp_path / "config.json", {"SITES": {"A": {"dcmsortd": {"hooks": hooks}}}})
+    with pytest.raises(ConfigError, match=rf"config\.json: setting hooks: {reason}"):
+        settle(home, cfg, project="A")
 
 
 @pytest.mark.parametrize("name", sorted(EVERY_SETTING))

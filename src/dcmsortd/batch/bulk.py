@@ -113,15 +113,17 @@ def sort_files(
     return tally
 
 
-def open_runtime(settings: Settings, rules: RuleSet, extra_roots: Sequence[str] = ()) -> Runtime:
+def open_runtime(settings: Settings, rules: RuleSet, extra_roots: Sequence[str] = (),
+                 events: bool = False) -> Runtime:
     """A runtime for a bulk run that may read files under ``extra_roots`` too.
 
     Paths named on the command line are trusted for reading; files of other modalities are
     still deleted (``other_modalities: delete``) only inside the configured input roots.
+    ``events``: issue series and study completion events (``import --events``).
     """
     roots = tuple(dict.fromkeys(settings.roots() + tuple(extra_roots)))
     runtime = build(replace(settings, input_roots=roots), rules, heartbeat=False,
-                    fork_workers=True)
+                    fork_workers=True, events="import" if events else "")
     runtime.sorter.roots = settings.roots()
     return runtime
 
@@ -177,6 +179,9 @@ def catch_up(
 
 
 def _finish(runtime: Runtime, report: Report) -> int:
+    if runtime.completions is not None:  # import --events: every completion now, hooks run
+        runtime.flush(everything=True)
+        runtime.completions.finish()
     runtime.close()
     report.unwritten = len(runtime.store.flush(everything=True))  # one more try
     for line in report.lines():
@@ -184,14 +189,17 @@ def _finish(runtime: Runtime, report: Report) -> int:
     return 0 if report.ok else 1
 
 
-def import_command(settings: Settings, paths: list[str], dry_run: bool) -> int:
-    """``dcmsortd import [--dry-run] PATH...``: exit 0 when every file was handled."""
+def import_command(settings: Settings, paths: list[str], dry_run: bool,
+                   events: bool = False) -> int:
+    """``dcmsortd import [--dry-run] [--events] PATH...``: exit 0 when every file was
+    handled. With ``events`` the completions of what it sorted are issued (at the latest
+    when it ends) and it waits for their hooks."""
     terminal = sys.stderr.isatty()
     rules = load_rules(settings.rules_path)
     log_warnings(rules, log)
     if dry_run:
         return dryrun.dry_run(settings, rules, paths, terminal)
-    runtime = open_runtime(settings, rules, distinct_tops(paths))
+    runtime = open_runtime(settings, rules, distinct_tops(paths), events)
     try:
         report = import_paths(runtime, paths, terminal)
     except BaseException:

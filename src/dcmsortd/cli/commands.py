@@ -161,7 +161,8 @@ def import_(args: argparse.Namespace, settings: Settings) -> int:
     _prepare_process(settings, to_stderr=True)  # workers: forked from this process
     from dcmsortd.batch.bulk import import_command
 
-    return import_command(settings, list(args.paths), dry_run=bool(args.dry_run))
+    return import_command(settings, list(args.paths), dry_run=bool(args.dry_run),
+                          events=bool(args.events))
 
 
 def catch_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -169,3 +170,10 @@ def catch_up(args: argparse.Namespace, settings: Settings) -> int:
     from dcmsortd.batch.bulk import catch_up_command
 
     return catch_up_command(settings, list(args.roots), since=args.since)
+
+
+def events(args: argparse.Namespace, settings: Settings) -> int:
+    from dcmsortd.cli.events import print_events
+
+    return print_events(settings, follow=bool(args.follow), since=args.since,
+                        deliveries=bool(args.deliveries))

@@ -87,6 +87,15 @@ def _sort_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flush-interval", dest="flush_interval", type=float, default=None,
                    metavar="SECONDS", help="seconds between writes of a streaming series' "
                    "record (default 0.5, at most 1)")
+    g.add_argument("--series-quiet", dest="series_quiet", type=float, default=None,
+                   metavar="SECONDS", help="a series is complete (series-complete event, "
+                   "series hooks) after this long without a new image (default 15)")
+    g.add_argument("--study-quiet", dest="study_quiet", type=float, default=None,
+                   metavar="SECONDS", help="a study is complete after this long without a "
+                   "new image, once each of its series is (default 60)")
+    g.add_argument("--hook-workers", dest="hook_workers", type=int, default=None,
+                   metavar="N", help="hooks (from the config's \"hooks\") run at most N at "
+                   "a time (default 2)")
 
 
 def _metrics_option(p: argparse.ArgumentParser) -> None:
@@ -139,12 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("import", "sort existing files or folders (recursively) into the trees",
             sorting=True)
     p.add_argument("--dry-run", action="store_true", help="read and report, write nothing")
+    p.add_argument("--events", action="store_true", help="issue series-complete and "
+                   "study-complete events for what it sorted (into the events journal, "
+                   "running the hooks; at the latest when it ends, then it waits for the "
+                   "hooks); without it an import issues none")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p = add("catch-up", "sort every received file under the input roots that is not sorted "
             "yet (cheap on a sorted archive)", sorting=True)
     p.add_argument("--since", default=None,
                    help="only files modified since TIME (ISO date/time, or seconds like 3600s)")
     p.add_argument("roots", nargs="*", metavar="ROOT")
+    p = add("events", "print the journal of series-complete and study-complete events, one "
+            "JSON object a line, oldest first")
+    p.add_argument("--follow", action="store_true",
+                   help="then wait for new events and print them as they come (like tail -f)")
+    p.add_argument("--since", default=None,
+                   help="only events since TIME (ISO date/time, or seconds like 3600s, 2h)")
+    p.add_argument("--deliveries", action="store_true",
+                   help="also print the lines saying what became of each hook run "
+                   "(queued, failed, done, given-up, dropped)")
     return parser
 
 
@@ -163,7 +185,7 @@ def _commands() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
         "run": commands.run, "start": commands.start, "stop": commands.stop,
         "restart": commands.restart, "status": commands.status, "send": commands.send,
         "notify": commands.notify, "test": commands.test, "classify": commands.classify,
-        "import": commands.import_, "catch-up": commands.catch_up,
+        "import": commands.import_, "catch-up": commands.catch_up, "events": commands.events,
     }
 
 

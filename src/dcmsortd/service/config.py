@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dcmsortd.completion.hooks import Hook, parse_hooks
 from dcmsortd.model.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,10 @@ SETTING_KEYS = (
     "rules", "modalities", "other_modalities", "umask", "pipe", "pipe_mode", "pid_dir",
     "log_dir", "input_roots", "workers", "flush_interval", "catch_up", "catch_up_window",
     "metrics",
+    "series_quiet", "study_quiet", "hooks", "hook_workers",
 )
+# Settings only the config file gives (no flag): a list of commands is no flag's business.
+CONFIG_ONLY = frozenset({"hooks"})
 # Settings that are paths: relative ones in the config file are relative to its folder.
 PATH_KEYS = frozenset({"rules", "pipe", "pid_dir", "log_dir", "input_roots"})
 
@@ -48,6 +52,10 @@ class Settings:
     catch_up: bool = True
     catch_up_window: float = 7 * 24 * 3600.0
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
+    series_quiet: float = 15.0
+    study_quiet: float = 60.0
+    hooks: tuple[Hook, ...] = ()
+    hook_workers: int = 2
     verbose: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -291,5 +299,9 @@ def resolve(
         catch_up=pick("catch_up", True, _yes_no),
         catch_up_window=pick("catch_up_window", 7 * 24 * 3600.0, _seconds),
         metrics=pick("metrics", None, metrics_address),
+        series_quiet=pick("series_quiet", 15.0, _seconds),
+        study_quiet=pick("study_quiet", 60.0, _seconds),
+        hooks=pick("hooks", (), parse_hooks),
+        hook_workers=pick("hook_workers", 2, _workers),
         verbose=bool(flags.get("verbose")),
     )

@@ -172,13 +172,17 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
 
     assert isinstance(rules, RuleSet)
     since = last_alive(settings)
-    runtime = build(settings, rules, fork_workers=True)  # before any thread, any pipe open
+    runtime = build(settings, rules, fork_workers=True,  # before any thread, any pipe open
+                    events="daemon")
     ops = Operations(runtime, spool)
+    ops.provide("completion", runtime.completion_summary)
     try:
         ops.start_metrics()  # the address is taken: DaemonError, the daemon does not start
     except BaseException:
         ops.close()
         runtime.pipeline.close()  # not runtime.close(): no heartbeat, nothing was sorted
+        if runtime.completions is not None:
+            runtime.completions.close()
         raise
     reader = PipeReader(settings.pipe).open()  # from now on writers never block for long
     control.wakers.append(reader.stop)

@@ -7,6 +7,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from dcmsortd.completion.completer import Completions
+from dcmsortd.completion.journal import journal_path, pending_path
 from dcmsortd.rules.engine import RuleSet
 from dcmsortd.service.config import Settings
 from dcmsortd.service.pipeline import Pipeline
@@ -32,6 +34,7 @@ class Runtime:
     pipeline: Pipeline
     index: ProcessedIndex
     heartbeat: bool = True  # only the daemon writes it: it bounds the start-up catch-up
+    completions: Completions | None = None  # series/study events (daemon, import --events)
     _beat_at: float = field(default=0.0)
     # writes that keep failing (a full or read-only disk) are logged once, not at every flush
     _failing_records: set[str] = field(default_factory=set)
@@ -57,6 +60,8 @@ class Runtime:
             self.pipeline.settle()
         else:
             self.pipeline.poll()
+        if self.completions is not None:  # pending completions saved before the records
+            self.completions.persist()
         for path, exc in self.store.flush(everything):
             if path not in self._failing_records:
                 log.error("%s: cannot write the record, will retry: %s", path, exc)
@@ -67,6 +72,8 @@ class Runtime:
                      len(self._failing_records))
             self._failing_records.clear()
         self.index.commit(held=dirty)
+        if self.completions is not None:
+            self.completions.tick()
         if self.sorter.failed_list is not None:
             self.sorter.failed_list.flush()
         now = time.time()
@@ -92,6 +99,15 @@ class Runtime:
             self._heartbeat(time.time())
         # rows of files whose record could not be written are dropped, so catch-up retries them
         self.index.close(held=self.store.dirty_records())
+        if self.completions is not None:
+            self.completions.close()
+
+    def completion_summary(self) -> dict[str, int]:
+        """Pending completions and hook runs, for status and metrics (zeros without)."""
+        if self.completions is None:
+            return {"pending_series": 0, "pending_studies": 0, "events_issued": 0,
+                    "hooks_queued": 0, "hooks_run": 0, "hooks_failed": 0, "hooks_given_up": 0}
+        return self.completions.summary()
 
 
 def heartbeat_path(settings: Settings) -> str:
@@ -108,13 +124,15 @@ def last_alive(settings: Settings) -> float | None:
 
 def build(
     settings: Settings, rules: RuleSet, workers: int | None = None, heartbeat: bool = True,
-    fork_workers: bool = False,
+    fork_workers: bool = False, events: str = "",
 ) -> Runtime:
     """Create the folders and objects that sort into ``settings.site``.
 
     ``heartbeat``: write the daemon's last-alive stamp (False for import and catch-up).
     ``fork_workers``: the worker processes may be forked from this process as they are
     created (when no other thread runs; see :mod:`dcmsortd.service.workerboot`).
+    ``events``: ``"daemon"`` issues completion events and keeps pending ones across runs;
+    ``"import"`` issues them at the end of the run (``Completions.finish``); ``""``: none.
     """
     store = Store(settings.site, rules, flush_interval=settings.flush_interval)
     store.prepare()
@@ -135,4 +153,22 @@ def build(
         workers=workers or settings.workers,
         fork=fork_workers,
     )
-    return Runtime(settings, store, sorter, pipeline, index, heartbeat)
+    runtime = Runtime(settings, store, sorter, pipeline, index, heartbeat)
+    if events:  # after the pipeline: its workers are forked before any hook thread starts
+        runtime.completions = completions(settings, store, daemon=events == "daemon")
+        sorter.on_new = runtime.completions.arrived
+    return runtime
+
+
+def completions(settings: Settings, store: Store, daemon: bool) -> Completions:
+    """The completion tracker, journal and hooks; the daemon's resumes the last run's
+    (an import does not: the daemon may be running those very hooks right now)."""
+    done = Completions(
+        store, series_quiet=settings.series_quiet, study_quiet=settings.study_quiet,
+        hooks=settings.hooks, hook_workers=settings.hook_workers,
+        journal_path=journal_path(settings.state_dir, settings.project),
+        pending_path=pending_path(settings.state_dir, settings.project) if daemon else None,
+    )
+    if daemon:
+        done.resume()
+    return done

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from dcmsortd.model.notice import Arrival
 from dcmsortd.sorting import fsio
 from dcmsortd.sorting.failed import FailedList
 from dcmsortd.sorting.index import ProcessedIndex
+from dcmsortd.sorting.layout import Placement
 from dcmsortd.sorting.store import Filed, IncompleteHeader, Store
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ class Sorter:
     index: ProcessedIndex | None = None
     failed_list: FailedList | None = None
     counts: Counter[str] = field(default_factory=Counter)
+    # told of every image newly counted in its series (series completion)
+    on_new: Callable[[Placement, Instance], None] | None = None
 
     def handle(self, ex: Examined) -> str:
         """File one examined arrival; returns the outcome (sorted, ignored, deleted, bad, ...)."""
@@ -101,13 +105,16 @@ class Sorter:
         if self.modalities is not None and inst.modality.upper() not in self.modalities:
             return self._other_modality(path, inst.modality), ()
         try:
-            where = self._file(inst, ex.arrival).placement
+            filed = self._file(inst, ex.arrival)
         except HeaderError as exc:
             log.error("%s: %s", path, exc)
             return "bad", ()
         except OSError as exc:
             self.report_failure(path, f"cannot write the output: {exc}")
             return "failed", ()
+        where = filed.placement
+        if filed.new_in_record and self.on_new is not None:
+            self.on_new(where, inst)
         if not inst.pixel_data:
             log.warning("%s: no pixel data (an image header only); sorted from its header", path)
         if where.sr_listing is not None and inst.sr is not None:

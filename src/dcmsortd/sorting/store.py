@@ -319,20 +319,33 @@ class Store:
                     continue
                 if not everything and now - entry.written_at < self.flush_interval:
                     continue
-                try:
-                    try:
-                        writer(entry)
-                    except FileNotFoundError:  # a folder was removed under us
-                        self._folders.forget()
-                        writer(entry)
-                except OSError as exc:
-                    failures.append((entry.record_path, exc))
-                    continue
-                entry.dirty = False
-                entry.written_at = now
-                self.records_written += 1
+                failure = self._write(entry, writer, now)
+                if failure is not None:
+                    failures.append((entry.record_path, failure))
         self._evict()
         return failures
+
+    def flush_series(self, record: str) -> OSError | None:
+        """Write the series record ``record`` now if it has changes (before its series is
+        announced complete). Returns the error when the write failed."""
+        entry = self._series.get(record)
+        if entry is None or not entry.dirty:
+            return None
+        return self._write(entry, self._write_series, self.clock())
+
+    def _write(self, entry: _Open, writer: Callable[[_Open], None], now: float) -> OSError | None:
+        try:
+            try:
+                writer(entry)
+            except FileNotFoundError:  # a folder was removed under us
+                self._folders.forget()
+                writer(entry)
+        except OSError as exc:
+            return exc
+        entry.dirty = False
+        entry.written_at = now
+        self.records_written += 1
+        return None
 
     def dirty(self) -> bool:
         return any(e.dirty for table in (self._series, self._srs) for e in table.values())
