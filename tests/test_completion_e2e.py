@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from completion_helpers import (
     series,
     wait_got,
 )
-from daemonproc import CLI, stop, wait_for
+from daemonproc import CLI, Site, stop, wait_for
 from manyfiles import Corpus, uid
 from pipefeed import feed
 
@@ -218,10 +219,22 @@ def test_a_hundred_series_with_slow_hooks_do_not_hold_sorting_up(tmp_path: Path)
         wait_for(lambda: len(journal(site)) >= 200 + 20, 30, "the events of the new series")
         assert len(started.read_text().split()) == 2  # still the first two, still asleep
         assert got(tmp_path, "series.jsonl") == []
+        # status shows the daemon's completions: events issued, hooks waiting, none run yet
+        state = wait_for(lambda: (s := status_of(site)).get("completion", {})
+                         .get("events_issued", 0) >= 200 and s, 10, "status to count")
+        done = state["completion"]
+        assert done["hooks_queued"] >= 200 and done["hooks_run"] == 0
+        assert done["hooks_failed"] == 0 and "completion" in state["providers"]
     finally:
         code, out = stop(daemon)
     assert code == 0, out
     assert "runs again at the next start" in site.log_text()
+
+
+def status_of(site: Site) -> dict[str, Any]:
+    out = site.cli("status", "--json", timeout=30)
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
 
 
 def test_import_issues_events_only_when_asked(tmp_path: Path) -> None:
