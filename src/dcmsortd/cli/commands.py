@@ -167,3 +167,27 @@ def catch_up(args: argparse.Namespace, settings: Settings) -> int:
     from dcmsortd.batch.bulk import catch_up_command
 
     return catch_up_command(settings, list(args.roots), since=args.since)
+
+
+def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
+
+    from dcmsortd.intake.hookup import Receiver, command_line
+    from dcmsortd.sorting.processor import under
+
+    archive = os.path.abspath(args.archive or os.path.join(settings.site, "archive"))
+    storescp = "/usr/bin/storescp" if os.path.exists("/usr/bin/storescp") else None
+    storescp = storescp or shutil.which("storescp") or "storescp"
+    env = shutil.which("env") or "/usr/bin/env"
+    os.makedirs(settings.journal_dir, exist_ok=True)  # the line needs it before a daemon ran
+    if not os.path.isdir(archive):
+        print(f"dcmsortd: note: {archive} does not exist yet; storescp needs it",
+              file=sys.stderr)
+    if not under(os.path.realpath(archive), tuple(os.path.realpath(r) for r in settings.roots())):
+        print(f"dcmsortd: warning: {archive} is outside the input roots "
+              f"{', '.join(settings.roots())}: the daemon would refuse its files",
+              file=sys.stderr)
+    receiver = Receiver(storescp=storescp, port=args.port, aet=args.aet, archive=archive,
+                        journal=settings.journal, env=env)
+    print(command_line(receiver))
+    return EXIT_OK

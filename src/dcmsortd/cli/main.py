@@ -32,11 +32,12 @@ JSON record per series, a participants/ tree, an srs/ tree for structured report
 """
 
 EPILOG = """\
-storescp line (never blocks, never loses a notification):
-  storescp --fork -od /data/site/archive --exec-on-reception \\
-    "dcmsortd notify '#a,#c,#r,#p,#f'" 11112
-The classic line works too:
-  --exec-on-reception "echo '#a,#c,#r,#p,#f' > /tmp/.processSingleFilePipe"
+Recommended receiver (no interpreter per file, nothing lost): run the line that
+  dcmsortd storescp-command --port 11112 --aet FIONA
+prints; each file's line is appended to <datadir>/site/.dcmsortd/journal/arrivals<project>,
+which the daemon follows. Also supported, per file:
+  --exec-on-reception "dcmsortd notify '#a,#c,#r,#p,#f'"   (an interpreter per file)
+  --exec-on-reception "echo '#a,#c,#r,#p,#f' > /tmp/.processSingleFilePipe"   (classic)
 Exit codes: 0 ok, 1 error, 2 invalid rules or usage, 3 not running (status).
 """
 
@@ -115,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("notify", "for storescp: hand one line to the daemon, or spool it when none "
             "listens; returns at once, never loses it")
     p.add_argument("lines", nargs="+", metavar="LINE")
+    p = add("storescp-command", "print the recommended storescp command line for this "
+            "project (TCP_NODELAY=1, FIONA's options, a per-file line that appends to the "
+            "arrivals journal the daemon follows); creates the journal folder")
+    p.add_argument("--port", type=int, default=11112, help="port storescp listens on "
+                   "(default 11112)")
+    p.add_argument("--aet", default="FIONA", help="storescp's own AE title, the called AE "
+                   "(default FIONA)")
+    p.add_argument("--archive", default=None, help="storescp's output folder "
+                   "(default <datadir>/site/archive)")
     add("test", "check the rules and print them resolved as JSON (exit 2 when invalid)")
     p = add("classify", "print, per series, the record and ClassifyType the daemon would "
             "write; touches nothing")
@@ -146,7 +156,8 @@ def _commands() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
     return {
         "run": commands.run, "start": commands.start, "stop": commands.stop,
         "restart": commands.restart, "status": commands.status, "send": commands.send,
-        "notify": commands.notify, "test": commands.test, "classify": commands.classify,
+        "notify": commands.notify, "storescp-command": commands.storescp_command,
+        "test": commands.test, "classify": commands.classify,
         "import": commands.import_, "catch-up": commands.catch_up,
     }
 

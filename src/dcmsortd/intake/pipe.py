@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from dcmsortd.model.errors import DaemonError
 from dcmsortd.model.notice import MAX_LINE_BYTES
@@ -180,6 +181,19 @@ class LongLine:
 Line = bytes | LongLine
 
 
+class LineSource(Protocol):
+    """Lines from elsewhere read beside the pipe (the arrivals journal's follower)."""
+
+    def fileno(self) -> int:
+        """Readable when ``next_line`` may have more (-1: none; looked at on idle ticks)."""
+
+    def wake(self) -> None:
+        """The descriptor turned readable, or an idle tick passed: look for new lines."""
+
+    def next_line(self) -> bytes | None:
+        """The next line, or None when there is none now."""
+
+
 class LineSplitter:
     """Pure: turns chunks of bytes into lines (newline removed, ``\\r`` left to the parser).
 
@@ -230,7 +244,8 @@ class PipeReader:
     the line parser strips), ``LongLine`` for a line over ``limit`` bytes, and ``None`` each
     time ``idle_interval`` seconds pass with nothing arriving, so the caller can flush.
     The reader holds a write end of its own, so writers opening and closing the pipe never
-    cause end-of-file. ``stop()`` (safe in a signal handler or another thread) ends the
+    cause end-of-file. A ``source`` (the arrivals journal) is read beside the pipe: its lines
+    and the pipe's take turns. ``stop()`` (safe in a signal handler or another thread) ends the
     iteration before the next line; then ``pending()`` returns what is still in the pipe.
 
     >>> with PipeReader("/tmp/.processSingleFilePipe") as reader:  # doctest: +SKIP
@@ -239,9 +254,11 @@ class PipeReader:
     """
 
     def __init__(
-        self, path: StrPath, *, idle_interval: float = 0.2, limit: int = MAX_LINE_BYTES
+        self, path: StrPath, *, idle_interval: float = 0.2, limit: int = MAX_LINE_BYTES,
+        source: LineSource | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self.source = source
         self._idle_ms = max(1, round(idle_interval * 1000))
         self._splitter = LineSplitter(limit)
         self._ready: deque[Line] = deque()
@@ -285,13 +302,33 @@ class PipeReader:
         poller = select.poll()
         poller.register(self._fds[0], select.POLLIN)
         poller.register(self._fds[2], select.POLLIN)
+        source = self.source
+        watch = -1 if source is None else source.fileno()
+        if watch >= 0:
+            poller.register(watch, select.POLLIN)
         while not self._stopping:
+            taken = False
             if self._ready:
                 yield self._ready.popleft()
-            elif not poller.poll(self._idle_ms):
+                taken = True
+            if source is not None and (line := source.next_line()) is not None:
+                yield line
+                taken = True
+            if taken:
+                continue
+            events = poller.poll(self._idle_ms)
+            if not events and source is not None:
+                source.wake()  # without inotify, this is how new lines are found
+                if (line := source.next_line()) is not None:
+                    yield line
+                    continue
+            if not events:
                 yield None
-            else:
-                self._read_once()
+            for fd, _ in events:
+                if fd == watch and source is not None:
+                    source.wake()
+                elif fd == self._fds[0]:
+                    self._read_once()
 
     def stop(self) -> None:
         """Make the iteration end before its next item. Async-signal-safe enough for Python."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from dcmsortd.intake.follower import Follower
 from dcmsortd.intake.pipe import LongLine, PipeReader, prepare_fifo
 from dcmsortd.intake.spool import Spool
 from dcmsortd.model.errors import RulesError
@@ -75,24 +76,47 @@ def drain_spool(runtime: Runtime, spool: Spool, stop: Callable[[], bool] = lambd
     return done
 
 
+def flush_durably(runtime: Runtime, on_durable: Callable[[], None] | None) -> None:
+    """Write everything; when every record is written, tell ``on_durable`` (the journal)."""
+    runtime.flush(everything=True)
+    if on_durable is not None and not runtime.store.dirty():
+        on_durable()
+
+
+def drain_journal(runtime: Runtime, journal: Follower,
+                  stop: Callable[[], bool] = lambda: False) -> int:
+    """Sort what the journal holds now (written while no daemon ran); remember it once durable."""
+    done = 0
+    while not stop() and (line := journal.next_line()) is not None:
+        runtime.pipeline.feed_line(line)
+        done += 1
+        if done % SPOOL_CHUNK == 0:
+            flush_durably(runtime, journal.commit)
+    flush_durably(runtime, journal.commit)
+    return done
+
+
 def run_loop(
     lines: Iterable[bytes | str | LongLine | None],
     runtime: Runtime,
     control: Control,
     on_idle: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_durable: Callable[[], None] | None = None,
 ) -> None:
     """Sort every line of ``lines``; ``None`` items are idle ticks (flush everything).
 
     ``on_idle`` (the spool drain) runs on idle ticks, and every ``DRAIN_EVERY`` seconds while
-    lines stream in without a pause.
+    lines stream in without a pause. ``on_durable`` (the journal's commit) runs after a
+    flush of everything left no record unwritten: on idle ticks, every ``DRAIN_EVERY``
+    seconds of a stream, and at the end.
 
     Any iterable works, so tests hand it a list and the daemon hands it the pipe reader.
     """
     checked = drained = clock()
     for item in lines:
         if item is None:
-            runtime.flush(everything=True)
+            flush_durably(runtime, on_durable)
             if on_idle is not None:
                 on_idle()
                 drained = clock()
@@ -104,15 +128,18 @@ def run_loop(
             if now - checked >= CHECK_EVERY:
                 runtime.flush()
                 checked = now
-            if on_idle is not None and now - drained >= DRAIN_EVERY:  # busy: drain anyway
-                on_idle()
+            if now - drained >= DRAIN_EVERY:  # busy: drain and remember anyway
+                if on_durable is not None:
+                    flush_durably(runtime, on_durable)
+                if on_idle is not None:
+                    on_idle()
                 drained = now
         if control.reload:
             control.reload = False
             reload_rules(runtime)
         if control.stop:
             break
-    runtime.flush(everything=True)
+    flush_durably(runtime, on_durable)
 
 
 def reload_rules(runtime: Runtime) -> None:
@@ -164,7 +191,8 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
     assert isinstance(rules, RuleSet)
     since = last_alive(settings)
     runtime = build(settings, rules, fork_workers=True)  # before any thread, any pipe open
-    reader = PipeReader(settings.pipe).open()  # from now on writers never block for long
+    journal = Follower(settings.journal_dir, os.path.basename(settings.journal)).open()
+    reader = PipeReader(settings.pipe, source=journal).open()  # writers never block for long
     control.wakers.append(reader.stop)
     try:
         log.info("dcmsortd %s listening on %s, sorting into %s (rules: %s, workers: %d)",
@@ -176,10 +204,15 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
         drained = drain_spool(runtime, spool, stop=lambda: control.stop)
         if drained:
             log.info("%s: sorted %d spooled notification(s)", settings.spool_dir, drained)
+        journaled = drain_journal(runtime, journal, stop=lambda: control.stop)
+        if journaled:
+            log.info("%s: sorted %d journal line(s) written while no daemon ran",
+                     settings.journal, journaled)
         if catch_up is not None and settings.catch_up and not control.stop:
             catch_up(runtime, since, stop=lambda: control.stop)
         run_loop(reader, runtime, control,
-                 on_idle=lambda: _drain_quietly(runtime, spool, lambda: control.stop))
+                 on_idle=lambda: _drain_quietly(runtime, spool, lambda: control.stop),
+                 on_durable=journal.commit)
     finally:
         _remove_fifo(settings.pipe)  # new notifications go to the spool from now on
         reader.stop()
@@ -188,6 +221,9 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
                 spool.put(line.decode("utf-8", "surrogateescape"))
         reader.close()
         runtime.close()
+        if not runtime.store.dirty():
+            journal.commit()  # what is not committed is read again at the next start
+        journal.close()
         log.info("dcmsortd stopped: %s", dict(runtime.sorter.counts))
     return 0
 
