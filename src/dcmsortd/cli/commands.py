@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import sys
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcmsortd.service.config import Settings
+
+if TYPE_CHECKING:  # not imported at run time: ``notify`` starts per received file
+    import argparse
+    from types import SimpleNamespace
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
 STOP_TIMEOUT = 30.0
@@ -76,6 +77,9 @@ def _log_end(exc: Exception) -> None:
 
 
 def stop(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import time
+
     from dcmsortd.service.pidfile import is_running
     from dcmsortd.sorting.fsio import alive
 
@@ -120,7 +124,7 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def notify(args: argparse.Namespace, settings: Settings) -> int:
+def notify(args: argparse.Namespace | SimpleNamespace, settings: Settings) -> int:
     from pathlib import Path
 
     from dcmsortd.intake.notifier import notify as hand_over

@@ -6,19 +6,20 @@ Heavy modules (pydicom, nibabel) are imported inside the commands that need them
 
 from __future__ import annotations
 
-import argparse
-import atexit
-import contextlib
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dcmsortd import __version__
+from dcmsortd.cli.quickargs import notify_args
 from dcmsortd.model.errors import DcmsortdError, RulesError
 from dcmsortd.service.config import Settings, resolve
+
+if TYPE_CHECKING:  # argparse is imported when the whole parser is built (not for notify)
+    import argparse
+    from types import SimpleNamespace
 
 log = logging.getLogger("dcmsortd")
 
@@ -91,6 +92,8 @@ def _sort_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="dcmsortd", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -142,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace | SimpleNamespace) -> Settings:
     flags = {k: v for k, v in vars(args).items() if v is not None}
     for key in ("umask", "pipe_mode"):
         if key in flags:
@@ -150,7 +153,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return resolve(flags, home=os.path.expanduser("~"))
 
 
-def _commands() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
+def _commands() -> dict[str, Callable[[Any, Settings], int]]:
     from dcmsortd.cli import commands
 
     return {
@@ -162,13 +165,25 @@ def _commands() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
     }
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | SimpleNamespace:
+    """The command line's namespace; ``notify`` (run per received file) skips building the
+    whole parser when its arguments are plain (see ``quickargs``)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["notify"] and (quick := notify_args(words[1:])) is not None:
+        return quick
+    return build_parser().parse_args(words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(argv)
     if args.command == "notify":  # run by storescp per file: no "no config file" chatter
         logging.getLogger("dcmsortd.service.config").setLevel(logging.ERROR)
     try:
         settings = settings_from(args)
+        if args.command == "notify":
+            from dcmsortd.cli.commands import notify
+
+            return notify(args, settings)
         return _commands()[args.command](args, settings)
     except RulesError as exc:
         print(f"dcmsortd: {exc}", file=sys.stderr)
@@ -190,6 +205,10 @@ def leave(code: int) -> NoReturn:
     another thread that is not a daemon thread still runs does Python's exit (which waits
     for it) take over.
     """
+    import atexit
+    import contextlib
+    import threading
+
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         sys.exit(code)
     atexit._run_exitfuncs()
