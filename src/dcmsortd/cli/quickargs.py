@@ -3,7 +3,8 @@
 storescp may run ``dcmsortd notify`` once per received file, so it must start fast: building
 argparse's parser for every command costs more than the notification itself. This reads
 exactly what the ``notify`` command accepts (the ``[paths]`` options and the lines) and
-gives up (None) on anything else (``--help``, an unknown option, no line, a missing value),
+gives up (None) on anything else (``--help``, an unknown option, no line, a missing value,
+``-`` or ``--``, whose meaning argparse decides by position),
 so the full parser answers those with its usual messages. A test checks that the two read
 every accepted command line the same.
 """
@@ -31,10 +32,7 @@ def notify_args(argv: Sequence[str]) -> SimpleNamespace | None:
     while at < len(words):
         word = words[at]
         at += 1
-        if word == "--":
-            lines += words[at:]
-            break
-        if not word.startswith("-") or word == "-":
+        if not word.startswith("-"):
             lines.append(word)
             continue
         name, equals, value = word.partition("=")
@@ -46,7 +44,7 @@ def notify_args(argv: Sequence[str]) -> SimpleNamespace | None:
             values[VALUED[name]] = words[at]
             at += 1
         else:
-            return None  # --help, an abbreviation, an unknown flag: the full parser decides
+            return None  # --help, -, --, an abbreviation, an unknown flag: argparse decides
     if not lines:
         return None
     return SimpleNamespace(command="notify", lines=lines, **values)

@@ -123,17 +123,19 @@ class Follower:
 
     def next_line(self) -> bytes | None:
         """The next journal line (the rotated file's first), or None when there is none now."""
-        line = self._pop()
-        if line is None and self._look:
+        while True:
+            line = self._pop()
+            if line is not None or not self._look:
+                return line
             self._look = False
             self._refill()
-            line = self._pop()
-        return line
 
     def _pop(self) -> bytes | None:
         for tail in (self._old, self._active):
             if tail is not None and tail.lines:
-                line, tail.handed = tail.lines.popleft()
+                line, end = tail.lines.popleft()
+                # past the last line taken, only empty lines (or skipped bytes) were read
+                tail.handed = end if tail.lines else tail.read_to
                 return line
         return None
 
@@ -151,9 +153,10 @@ class Follower:
             log.error("%s: %d bytes without a line end at offset %d; skipped", tail.path,
                       len(data), tail.read_to)
             used = len(data)
-            tail.handed = tail.read_to + used
         tail.read_to += used
         tail.lines.extend(lines)
+        if not tail.lines:
+            tail.handed = tail.read_to  # only empty lines
         if len(data) == READ_CHUNK:
             self._look = True  # more to read
 
