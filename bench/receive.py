@@ -10,12 +10,14 @@ scp_``, TCP_NODELAY=1) receives the corpus from one storescu association over lo
   appends to the arrivals journal) and ``dcmsortd run``;
 - ``notify`` (only with ``--with-notify``: slow): ``dcmsortd notify '#a,#c,#r,#p,#f'``.
 
-With a daemon, the time runs from storescu's start until every series record shows its
-final NumFiles (every file linked). CPU per 1 000 files counts storescp, every process it
-started (shells, notifiers) and the daemon with its workers, from storescu's start to the
-end of the run (storescp's group is stopped and reaped first: RUSAGE_CHILDREN; the daemon by
-/proc), not storescu. Medians of ``--rounds``; ratios to the receiver-alone rate and to the
-echo line's CPU of the same run. Example: ``python bench/receive.py --files 600 --rounds 3``.
+With a daemon, the time runs from storescu's start until every file is linked (its series
+folder in ``raw/`` holds all its links, polled every 5 ms); then, untimed, every series
+record must show its final NumFiles, else the run fails. CPU per 1 000 files counts
+storescp, every process it started (shells, notifiers) and the daemon with its workers:
+storescp's group from its start until it is stopped and reaped (RUSAGE_CHILDREN), the daemon
+in the timed window (/proc); storescu's own CPU is shown apart, not counted. Medians of
+``--rounds``; ratios to the receiver-alone rate and to the echo line's CPU of the same run.
+Example: ``python bench/receive.py --files 600 --rounds 3``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from runners import (
     RecordWatch,
     become_subreaper,
     dcmsortd_command,
+    link_probe,
     log_tail,
     start,
     stop,
@@ -104,6 +107,14 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 1
                 return
         time.sleep(0.02)
     raise BenchError(f"storescp did not listen on port {port} within {timeout} s")
+
+
+def _entries(folder: str) -> int:
+    try:
+        with os.scandir(folder) as found:
+            return sum(1 for _ in found)
+    except FileNotFoundError:
+        return 0
 
 
 def _children_cpu() -> float:
@@ -188,17 +199,34 @@ class Round:
                 err = sender.stderr.read().decode(errors="replace") if sender.stderr else ""
                 raise BenchError(f"storescu failed ({sender.returncode}): {err[-2000:]}")
             if daemon is not None:
-                self._wait_sorted(corpus, daemon)
+                self._wait_linked(corpus, daemon)
             seconds = time.monotonic() - started
             if daemon is not None:
                 daemon_cpu = tree_cpu(daemon.pid)[0] - daemon_cpu
+                self._wait_sorted(corpus, daemon)
         finally:
             stop(receiver, grace=5.0)
         storescp_cpu = _children_cpu() - cpu_children - storescu_cpu
         return Result(self.config, index, seconds, len(corpus.files),
                       storescp_cpu + daemon_cpu, storescu_cpu, daemon_cpu)
 
+    def _wait_linked(self, corpus: Corpus, daemon: subprocess.Popen[bytes]) -> None:
+        """Until every file has its link in ``raw/<study>/<series>/`` (what is timed)."""
+        raw = os.path.join(self.datadir, "site", "raw")
+        pending = {os.path.join(raw, study, series): n
+                   for (study, series), n in corpus.expected.items()}
+        deadline = time.monotonic() + self.args.timeout
+        while pending:
+            for folder, want in list(pending.items()):
+                if _entries(folder) >= want:
+                    del pending[folder]
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{self.config}: {len(pending)} series folder(s) not complete\n"
+                                 f"{log_tail(os.path.join(self.base, 'run.out'))}")
+            time.sleep(0.005)
+
     def _wait_sorted(self, corpus: Corpus, daemon: subprocess.Popen[bytes]) -> None:
+        """Until every series record shows its final NumFiles (checked, not timed)."""
         watch = RecordWatch(corpus.record_paths(os.path.join(self.datadir, "site")))
         deadline = time.monotonic() + self.args.timeout
         while not watch.poll():
@@ -259,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{args.workers}", flush=True)
         results: list[Result] = []
         for index in range(args.rounds):
+            probe = link_probe(base, corpus.files[0].path)
+            print(f"round {index + 1}: one symlink costs {probe:.0f} us now (the daemon makes "
+                  "one per file; this kernel's cost varies a lot)", flush=True)
             for config in configs:
                 result = Round(os.path.join(base, f"r{index}-{config}"), config, args).run(
                     corpus, index)
