@@ -73,6 +73,7 @@ class Result:
     cpu_s: float  # storescp and its children, plus the daemon tree, in the timed window
     storescu_cpu_s: float
     daemon_cpu_s: float  # the daemon tree's share of cpu_s
+    sent_s: float  # until storescu was done (every file stored and answered)
 
     @property
     def rate(self) -> float:
@@ -195,6 +196,7 @@ class Round:
             _, status, usage = os.wait4(sender.pid, 0)
             sender.returncode = os.waitstatus_to_exitcode(status)
             storescu_cpu = usage.ru_utime + usage.ru_stime
+            sent = time.monotonic() - started
             if sender.returncode != 0:
                 err = sender.stderr.read().decode(errors="replace") if sender.stderr else ""
                 raise BenchError(f"storescu failed ({sender.returncode}): {err[-2000:]}")
@@ -208,7 +210,7 @@ class Round:
             stop(receiver, grace=5.0)
         storescp_cpu = _children_cpu() - cpu_children - storescu_cpu
         return Result(self.config, index, seconds, len(corpus.files),
-                      storescp_cpu + daemon_cpu, storescu_cpu, daemon_cpu)
+                      storescp_cpu + daemon_cpu, storescu_cpu, daemon_cpu, sent)
 
     def _wait_linked(self, corpus: Corpus, daemon: subprocess.Popen[bytes]) -> None:
         """Until every file has its link in ``raw/<study>/<series>/`` (what is timed)."""
@@ -296,7 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"round {index + 1} {config}: {result.rate:.0f} files/s, "
                       f"{result.cpu_per_1000:.2f} s CPU per 1 000 files (daemon "
                       f"{result.daemon_cpu_s * 1000 / result.files:.2f}, storescu "
-                      f"{result.storescu_cpu_s * 1000 / result.files:.2f})", flush=True)
+                      f"{result.storescu_cpu_s * 1000 / result.files:.2f}); storescu done "
+                      f"after {result.sent_s:.2f} s, all linked after {result.seconds:.2f} s",
+                      flush=True)
                 results.append(result)
                 shutil.rmtree(os.path.join(base, f"r{index}-{config}", "data"))
         table, summary = _table(results, configs)

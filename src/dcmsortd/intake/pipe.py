@@ -1,56 +1,48 @@
 """The named pipe: place it safely, read lines from it, write lines into it.
 
 ``prepare_fifo`` creates (or safely reuses) the FIFO the daemon listens on; ``PipeReader``
-turns it into an endless stream of lines and idle ticks; ``open_writer``, ``frame`` and
-``write_atomic`` are the writer side shared by ``write_lines`` (``dcmsortd send``) and the
-notifier. Lines are split by the pure ``LineSplitter``, so the splitting is tested on its own.
+turns it into an endless stream of lines and idle ticks; the writer side (``open_writer``,
+``frame``, ``write_atomic``, ``write_lines``) lives in ``pipewrite`` and is re-exported
+here. Lines are split by the pure ``LineSplitter``, so the splitting is tested on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
 import stat
-import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
+from dcmsortd.intake.pipewrite import (  # the writer side, also reachable from here
+    PIPE_BUF,
+    StrPath,
+    frame,
+    kind_of,
+    open_writer,
+    same_inode,
+    write_atomic,
+    write_lines,
+)
 from dcmsortd.model.errors import DaemonError
 from dcmsortd.model.notice import MAX_LINE_BYTES
 
+__all__ = ["PIPE_BUF", "LineSource", "LineSplitter", "LongLine", "PipeReader", "StrPath",
+           "frame", "open_writer", "prepare_fifo", "write_atomic", "write_lines"]
+
 log = logging.getLogger(__name__)
 
-StrPath = str | os.PathLike[str]
-
-PIPE_BUF = select.PIPE_BUF
-"""Writes up to this many bytes into a pipe are atomic: never interleaved with other writers."""
 MAX_STRAY_BYTES = 64 * 1024 * 1024
 """A stray regular file at the pipe path larger than this is refused, not read."""
 LONG_LINE_HEAD = 120
 _READ_CHUNK = 65536
 _MAX_DRAIN_BYTES = 1024 * 1024
 _ATTEMPTS = 5
-
-
-def _kind(mode: int) -> str:
-    kinds = [
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISREG, "regular file"),
-        (stat.S_ISFIFO, "named pipe"),
-        (stat.S_ISSOCK, "socket"),
-    ]
-    return next((name for test, name in kinds if test(mode)), "device or special file")
-
-
-def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # ---------------------------------------------------------------- placing the FIFO
@@ -101,7 +93,8 @@ def _refuse_unsafe(path: StrPath, found: os.stat_result) -> None:
             "refusing to use it as the pipe"
         )
     if not (stat.S_ISFIFO(found.st_mode) or stat.S_ISREG(found.st_mode)):
-        raise DaemonError(f"{where} is a {_kind(found.st_mode)}, not a pipe; refusing to touch it")
+        raise DaemonError(f"{where} is a {kind_of(found.st_mode)}, not a pipe; "
+                          "refusing to touch it")
 
 
 def _make_fifo(path: StrPath, mode: int) -> bool:
@@ -118,7 +111,7 @@ def _set_mode(path: StrPath, expected: os.stat_result, mode: int) -> None:
     """chmod the inode we inspected, not whatever the path names by now."""
     fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if not _same_inode(os.fstat(fd), expected):
+        if not same_inode(os.fstat(fd), expected):
             raise DaemonError(f"{os.fspath(path)} changed while we prepared it; refusing it")
         try:
             os.chmod(f"/proc/self/fd/{fd}", mode)
@@ -137,7 +130,7 @@ def _take_stray(path: StrPath, found: os.stat_result) -> list[str]:
         )
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if not _same_inode(os.fstat(fd), found):
+        if not same_inode(os.fstat(fd), found):
             raise DaemonError(f"{where} changed while we read it; refusing it")
         data = _read_upto(fd, MAX_STRAY_BYTES)
         os.unlink(path)
@@ -272,10 +265,10 @@ class PipeReader:
         try:
             found = os.lstat(self.path)
             if not stat.S_ISFIFO(found.st_mode):
-                raise DaemonError(f"{self.path} is a {_kind(found.st_mode)}, not a pipe")
+                raise DaemonError(f"{self.path} is a {kind_of(found.st_mode)}, not a pipe")
             self._fds.append(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
             self._fds.append(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
-            if not all(_same_inode(os.fstat(fd), found) for fd in self._fds):
+            if not all(same_inode(os.fstat(fd), found) for fd in self._fds):
                 raise DaemonError(f"{self.path} changed while we opened it")
             self._fds.extend(os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError as exc:
@@ -362,90 +355,3 @@ class PipeReader:
             return 0
         self._ready.extend(self._splitter.feed(data))
         return len(data)
-
-
-# ---------------------------------------------------------------- writing lines
-
-
-def frame(line: str | bytes) -> bytes | None:
-    """The bytes to write for ``line`` (one trailing newline added), or None when the line
-    cannot go through the pipe as one atomic write (longer than PIPE_BUF, or holding a
-    newline inside)."""
-    data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
-    data = data.removesuffix(b"\n")
-    if b"\n" in data or len(data) + 1 > PIPE_BUF:
-        return None
-    return data + b"\n"
-
-
-def open_writer(path: StrPath) -> int:
-    """Open the FIFO at ``path`` for non-blocking writes, never creating anything.
-
-    Raises ``DaemonError("no daemon listens on <path> ...")`` when the path is missing, is not
-    a FIFO (symbolic links are not followed) or has no reader.
-    """
-    where = os.fspath(path)
-    try:
-        found = os.lstat(path)
-    except FileNotFoundError:
-        raise DaemonError(f"no daemon listens on {where} (no such pipe)") from None
-    if not stat.S_ISFIFO(found.st_mode):
-        raise DaemonError(f"no daemon listens on {where} (it is a {_kind(found.st_mode)})")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise DaemonError(f"no daemon listens on {where}") from None
-        raise DaemonError(f"no daemon listens on {where} ({exc.strerror})") from None
-    if not _same_inode(os.fstat(fd), found):
-        os.close(fd)
-        raise DaemonError(f"no daemon listens on {where} (it changed while we opened it)")
-    return fd
-
-
-def write_atomic(fd: int, data: bytes, timeout: float) -> bool:
-    """Write ``data`` (at most PIPE_BUF bytes) in one write; while the pipe is full, wait for
-    room up to ``timeout`` seconds. False on timeout; BrokenPipeError when the reader left."""
-    if len(data) > PIPE_BUF:
-        raise ValueError(f"{len(data)} bytes cannot be written atomically (PIPE_BUF {PIPE_BUF})")
-    deadline = time.monotonic() + timeout
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    while True:
-        try:
-            os.write(fd, data)
-            return True
-        except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            poller.poll(max(1, round(left * 1000)))
-
-
-def write_lines(path: StrPath, lines: Iterable[str | bytes], timeout: float = 5.0) -> None:
-    """Write each line into the FIFO with one atomic write (``dcmsortd send``): strict.
-
-    Every line is checked before anything is written. ``DaemonError`` when a line is too
-    long or holds a newline, when no daemon listens, or when the pipe stays full ``timeout``
-    seconds.
-    """
-    where = os.fspath(path)
-    payloads: list[bytes] = []
-    for line in lines:
-        payload = frame(line)
-        if payload is None:
-            shown = line[:80]
-            raise DaemonError(
-                f"line cannot be sent in one piece (newline inside or over {PIPE_BUF - 1} "
-                f"bytes): {shown!r}"
-            )
-        payloads.append(payload)
-    fd = open_writer(path)
-    try:
-        for payload in payloads:  # the limit is per write: a daemon that reads may take long
-            if not write_atomic(fd, payload, timeout):
-                raise DaemonError(f"the daemon on {where} does not read: pipe full for {timeout} s")
-    except BrokenPipeError:
-        raise DaemonError(f"no daemon listens on {where} (it went away)") from None
-    finally:
-        os.close(fd)
