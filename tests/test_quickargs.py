@@ -46,7 +46,7 @@ def test_plain_lines_read_the_same(argv: list[str]) -> None:
 
 @pytest.mark.parametrize("argv", [[], ["--help"], ["--pip", "/p", "x"], ["--pipe"],
                                   ["--pipe", "-x", "l"], ["-x", "l"], ["--verbose=1", "l"],
-                                  ["--", "-l"], ["-", "l"]])
+                                  ["--", "-l"], ["-", "l"], ["l", "--pipe", "/p", "m"]])
 def test_anything_else_is_left_to_the_full_parser(argv: list[str]) -> None:
     assert notify_args(argv) is None
 

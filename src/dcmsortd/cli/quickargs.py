@@ -28,13 +28,17 @@ def notify_args(argv: Sequence[str]) -> SimpleNamespace | None:
     values["verbose"] = False
     lines: list[str] = []
     words = list(argv)
+    closed = False  # the lines (one run of them) are behind us
     at = 0
     while at < len(words):
         word = words[at]
         at += 1
         if not word.startswith("-"):
+            if closed:
+                return None  # lines, options, lines again: argparse refuses the second run
             lines.append(word)
             continue
+        closed = bool(lines)
         name, equals, value = word.partition("=")
         if name in SWITCHES and not equals:
             values[SWITCHES[name]] = True

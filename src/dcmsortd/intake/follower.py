@@ -2,10 +2,11 @@
 rotate it without losing a line.
 
 The daemon polls ``fileno()`` (an inotify descriptor on the journal folder) beside the pipe,
-calls ``wake()`` when it is readable (and on every idle tick, which is all there is without
-inotify), takes lines with ``next_line()`` and calls ``commit()`` only once everything it was
-handed is filed and its records are written: the saved position never runs ahead of the
-outputs, so a crash re-reads (and re-files, a no-op) at most what came after the last commit.
+calls ``wake()`` when it is readable and on every idle tick (without inotify that is all
+there is: journal lines are then found only when the pipe is quiet for an idle interval),
+takes lines with ``next_line()`` and calls ``commit()`` only once everything it was handed
+is filed and its records are written: the saved position never runs ahead of the outputs,
+so a crash re-reads (and re-files, a no-op) at most what came after the last commit.
 
 Rotation: once the live file is read to its end and larger than ``rotate_bytes``, it is
 renamed to ``<name>.old``; the next line a writer appends creates a new live file. A writer

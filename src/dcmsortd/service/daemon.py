@@ -1,4 +1,5 @@
-"""The daemon: own the pipe and the pid file, drain the spool, sort lines until told to stop."""
+"""The daemon: own the pipe and the pid file, drain the spool, follow the arrivals journal,
+sort lines until told to stop."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Protocol
 from dcmsortd.intake.follower import Follower
 from dcmsortd.intake.pipe import LongLine, PipeReader, prepare_fifo
 from dcmsortd.intake.spool import Spool
-from dcmsortd.model.errors import RulesError
+from dcmsortd.model.errors import DaemonError, RulesError
 from dcmsortd.rules.engine import load_rules
 from dcmsortd.service.config import Settings
 from dcmsortd.service.pidfile import PidFile
@@ -191,7 +192,12 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
     assert isinstance(rules, RuleSet)
     since = last_alive(settings)
     runtime = build(settings, rules, fork_workers=True)  # before any thread, any pipe open
-    journal = Follower(settings.journal_dir, os.path.basename(settings.journal)).open()
+    try:
+        journal = Follower(settings.journal_dir, os.path.basename(settings.journal)).open()
+    except OSError as exc:
+        runtime.close()
+        raise DaemonError(f"{settings.journal_dir}: cannot follow the arrivals journal: "
+                          f"{exc.strerror or exc}") from exc
     reader = PipeReader(settings.pipe, source=journal).open()  # writers never block for long
     control.wakers.append(reader.stop)
     try:
