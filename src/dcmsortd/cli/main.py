@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", "exit 0 and print pid, pipe and data folder when running, else exit 3")
     p = add("send", "write lines into the pipe (error when no daemon listens)")
     p.add_argument("lines", nargs="+", metavar="LINE")
-    p = add("notify", "for storescp: hand one line to the daemon, or spool it when none "
-            "listens; returns at once, never loses it")
+    p = add("notify", "for scripts: hand one line to the daemon, or spool it when none "
+            "listens; returns at once, never loses it (for storescp prefer the line "
+            "storescp-command prints: no interpreter per file)")
     p.add_argument("lines", nargs="+", metavar="LINE")
     p = add("storescp-command", "print the recommended storescp command line for this "
             "project (TCP_NODELAY=1, FIONA's options, a per-file line that appends to the "
