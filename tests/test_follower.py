@@ -6,6 +6,7 @@ import logging
 import os
 import select
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,58 @@ def test_a_line_end_missing_for_a_megabyte_is_skipped_with_one_log_line(
     assert got[-1] == b"ok"
     assert "without a line end" in caplog.text
     follower.close()
+
+
+def test_without_inotify_journal_lines_come_while_the_pipe_stays_busy(
+        folder: Path, tmp_path: Path) -> None:
+    """No watch: the journal is looked at every idle interval, not only when the pipe is quiet."""
+    from dcmsortd.intake.pipe import PipeReader, prepare_fifo
+
+    pipe = tmp_path / "pipe"
+    prepare_fifo(pipe)
+    follower = Follower(str(folder), watch=False).open()
+    assert follower.fileno() == -1
+    reader = PipeReader(pipe, idle_interval=0.05, source=follower).open()
+    writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(writer, b"".join(b"pipe-%04d\n" % i for i in range(3000)))  # ~30 KB
+        append(folder / "arrivals", "journal-line")
+        seen: list[bytes] = []
+        for item in reader:
+            assert isinstance(item, bytes), "the pipe never went quiet: no idle tick"
+            seen.append(item)
+            if item == b"journal-line":
+                break
+            time.sleep(0.001)  # a sorter at work: the pipe stays busy for about 3 s
+        assert len(seen) < 3000  # it came long before the pipe was drained
+    finally:
+        os.close(writer)
+        reader.close()
+        follower.close()
+
+
+def test_with_inotify_journal_lines_come_while_the_pipe_stays_busy(
+        folder: Path, tmp_path: Path) -> None:
+    from dcmsortd.intake.pipe import PipeReader, prepare_fifo
+
+    pipe = tmp_path / "pipe"
+    prepare_fifo(pipe)
+    follower = Follower(str(folder)).open()
+    reader = PipeReader(pipe, idle_interval=0.05, source=follower).open()
+    writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(writer, b"".join(b"pipe-%04d\n" % i for i in range(3000)))
+        seen: list[bytes] = []
+        for item in reader:
+            assert isinstance(item, bytes), "the pipe never went quiet: no idle tick"
+            seen.append(item)
+            if len(seen) == 5:
+                append(folder / "arrivals", "journal-line")
+            if item == b"journal-line":
+                break
+            time.sleep(0.001)
+        assert len(seen) < 3000
+    finally:
+        os.close(writer)
+        reader.close()
+        follower.close()

@@ -2,8 +2,8 @@
 rotate it without losing a line.
 
 The daemon polls ``fileno()`` (an inotify descriptor on the journal folder) beside the pipe,
-calls ``wake()`` when it is readable and on every idle tick (without inotify that is all
-there is: journal lines are then found only when the pipe is quiet for an idle interval),
+calls ``wake()`` when it is readable and on every idle tick (without inotify, every idle
+interval, also while the pipe is busy),
 takes lines with ``next_line()`` and calls ``commit()`` only once everything it was handed
 is filed and its records are written: the saved position never runs ahead of the outputs,
 so a crash re-reads (and re-files, a no-op) at most what came after the last commit.
@@ -53,7 +53,7 @@ class Follower:
 
     def __init__(self, folder: str, name: str = "arrivals", *,
                  rotate_bytes: int = ROTATE_BYTES, grace: float = ROTATE_GRACE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, watch: bool = True) -> None:
         self.folder = folder
         self.path = os.path.join(folder, name)
         self.old_path = self.path + ".old"
@@ -65,6 +65,7 @@ class Follower:
         self._look = True
         self._old_quiet_since: float | None = None
         self._watch: FolderWatch | None = None
+        self._use_watch = watch  # False: found by looking on a timer, as without inotify
         self._failing = False
 
     # ------------------------------------------------------------ opening and closing
@@ -75,7 +76,7 @@ class Follower:
         self._saved = self._load()
         self._old = self._open_tail(self.old_path, "old")
         self._active = self._open_tail(self.path, "active")
-        self._watch = FolderWatch.open(self.folder)
+        self._watch = FolderWatch.open(self.folder) if self._use_watch else None
         return self
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import stat
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,7 +179,7 @@ class LineSource(Protocol):
     """Lines from elsewhere read beside the pipe (the arrivals journal's follower)."""
 
     def fileno(self) -> int:
-        """Readable when ``next_line`` may have more (-1: none; looked at on idle ticks)."""
+        """Readable when ``next_line`` may have more (-1: none; looked at every idle interval)."""
 
     def wake(self) -> None:
         """The descriptor turned readable, or an idle tick passed: look for new lines."""
@@ -257,6 +258,7 @@ class PipeReader:
         self._ready: deque[Line] = deque()
         self._stopping = False
         self._fds: list[int] = []  # read end, our own write end, wake-up pipe (read, write)
+        self._look_at = 0.0  # when the source is next told to look for new lines
 
     def open(self) -> PipeReader:
         """Open the FIFO (``DaemonError`` when the path is not a FIFO) and the wake-up pipe."""
@@ -295,8 +297,7 @@ class PipeReader:
         poller = select.poll()
         poller.register(self._fds[0], select.POLLIN)
         poller.register(self._fds[2], select.POLLIN)
-        source = self.source
-        watch = -1 if source is None else source.fileno()
+        watch = -1 if self.source is None else self.source.fileno()
         if watch >= 0:
             poller.register(watch, select.POLLIN)
         while not self._stopping:
@@ -304,24 +305,33 @@ class PipeReader:
             if self._ready:
                 yield self._ready.popleft()
                 taken = True
-            if source is not None and (line := source.next_line()) is not None:
+            if (line := self._from_source()) is not None:
                 yield line
                 taken = True
             if taken:
                 continue
             events = poller.poll(self._idle_ms)
-            if not events and source is not None:
-                source.wake()  # without inotify, this is how new lines are found
-                if (line := source.next_line()) is not None:
-                    yield line
-                    continue
-            if not events:
-                yield None
             for fd, _ in events:
-                if fd == watch and source is not None:
-                    source.wake()
-                elif fd == self._fds[0]:
+                if fd == self._fds[0]:
                     self._read_once()
+                elif fd == watch:
+                    self._look_at = 0.0
+            if not events:
+                self._look_at = 0.0  # an idle interval passed: look (all there is without a watch)
+                yield self._from_source()  # a line, or None: an idle tick
+
+    def _from_source(self) -> bytes | None:
+        """The source's next line. It is told to look when its descriptor turned readable,
+        when the pipe was idle for an interval, and every interval while the pipe is busy
+        (so neither starves the other; without a descriptor that is all there is)."""
+        source = self.source
+        if source is None:
+            return None
+        now = time.monotonic()
+        if now >= self._look_at:
+            source.wake()
+            self._look_at = now + self._idle_ms / 1000
+        return source.next_line()
 
     def stop(self) -> None:
         """Make the iteration end before its next item. Async-signal-safe enough for Python."""
