@@ -85,3 +85,15 @@ def test_an_archive_outside_the_input_roots_is_warned_about(
     assert code == 0
     err = capsys.readouterr().err
     assert "outside the input roots" in err and "does not exist yet" in err
+
+
+def test_the_readme_shows_what_the_command_prints_for_the_defaults(tmp_path: Path) -> None:
+    from dcmsortd.service.config import resolve
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    prompt = "$ dcmsortd storescp-command --port 11112 --aet FIONA\n"
+    shown = readme.split(prompt, 1)[1].split("\n", 1)[0]
+    settings = resolve({}, home=str(tmp_path), default_config=str(tmp_path / "absent.json"))
+    receiver = Receiver("/usr/bin/storescp", 11112, "FIONA",
+                        f"{settings.site}/archive", settings.journal)
+    assert shown == command_line(receiver)
