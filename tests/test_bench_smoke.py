@@ -45,3 +45,27 @@ def test_bench_stops_at_once_when_dcmsortd_cannot_run(tmp_path: Path) -> None:
     assert "dcmsortd cannot run" in done.stderr
     assert "dcmsortd_missing" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # no corpus folder
+
+
+RECEIVE = BENCH.parent / "receive.py"
+
+
+@pytest.mark.e2e
+def test_the_receive_benchmark_runs_on_a_few_files(tmp_path: Path) -> None:
+    """storescu -> storescp -> dcmsortd for the three receiver configurations, one round."""
+    from daemonproc import dcmtk_tool
+
+    dcmtk_tool("storescp")
+    dcmtk_tool("storescu")
+    out = tmp_path / "receive.json"
+    cmd = [sys.executable, str(RECEIVE), "--files", "30", "--rounds", "1", "--tmpdir",
+           str(tmp_path), "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| storescp alone, no exec line |" in done.stdout
+    assert "recommended / storescp alone (files/s): " in done.stdout
+    results = json.loads(out.read_text())
+    assert {r["config"] for r in results["results"]} == {"alone", "echo", "journal"}
+    assert all(r["files"] == 30 and r["seconds"] > 0 and r["cpu_s"] > 0
+               for r in results["results"])
+    assert [p.name for p in tmp_path.iterdir()] == ["receive.json"]  # temp folder removed

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import sys
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcmsortd.service.config import Settings
+
+if TYPE_CHECKING:  # not imported at run time: ``notify`` starts per received file
+    import argparse
+    from types import SimpleNamespace
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
 STOP_TIMEOUT = 30.0
@@ -76,6 +77,9 @@ def _log_end(exc: Exception) -> None:
 
 
 def stop(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import time
+
     from dcmsortd.service.pidfile import is_running
     from dcmsortd.sorting.fsio import alive
 
@@ -122,7 +126,7 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def notify(args: argparse.Namespace, settings: Settings) -> int:
+def notify(args: argparse.Namespace | SimpleNamespace, settings: Settings) -> int:
     from pathlib import Path
 
     from dcmsortd.intake.notifier import notify as hand_over
@@ -177,3 +181,27 @@ def events(args: argparse.Namespace, settings: Settings) -> int:
 
     return print_events(settings, follow=bool(args.follow), since=args.since,
                         deliveries=bool(args.deliveries))
+
+
+def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
+
+    from dcmsortd.intake.hookup import Receiver, command_line
+    from dcmsortd.sorting.processor import under
+
+    archive = os.path.abspath(args.archive or os.path.join(settings.site, "archive"))
+    storescp = "/usr/bin/storescp" if os.path.exists("/usr/bin/storescp") else None
+    storescp = storescp or shutil.which("storescp") or "storescp"
+    env = shutil.which("env") or "/usr/bin/env"
+    os.makedirs(settings.journal_dir, exist_ok=True)  # the line needs it before a daemon ran
+    if not os.path.isdir(archive):
+        print(f"dcmsortd: note: {archive} does not exist yet; storescp needs it",
+              file=sys.stderr)
+    if not under(os.path.realpath(archive), tuple(os.path.realpath(r) for r in settings.roots())):
+        print(f"dcmsortd: warning: {archive} is outside the input roots "
+              f"{', '.join(settings.roots())}: the daemon would refuse its files",
+              file=sys.stderr)
+    receiver = Receiver(storescp=storescp, port=args.port, aet=args.aet, archive=archive,
+                        journal=settings.journal, env=env)
+    print(command_line(receiver))
+    return EXIT_OK

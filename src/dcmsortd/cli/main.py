@@ -6,19 +6,20 @@ Heavy modules (pydicom, nibabel) are imported inside the commands that need them
 
 from __future__ import annotations
 
-import argparse
-import atexit
-import contextlib
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dcmsortd import __version__
+from dcmsortd.cli.quickargs import notify_args
 from dcmsortd.model.errors import DcmsortdError, RulesError
 from dcmsortd.service.config import Settings, resolve
+
+if TYPE_CHECKING:  # argparse is imported when the whole parser is built (not for notify)
+    import argparse
+    from types import SimpleNamespace
 
 log = logging.getLogger("dcmsortd")
 
@@ -32,11 +33,12 @@ JSON record per series, a participants/ tree, an srs/ tree for structured report
 """
 
 EPILOG = """\
-storescp line (never blocks, never loses a notification):
-  storescp --fork -od /data/site/archive --exec-on-reception \\
-    "dcmsortd notify '#a,#c,#r,#p,#f'" 11112
-The classic line works too:
-  --exec-on-reception "echo '#a,#c,#r,#p,#f' > /tmp/.processSingleFilePipe"
+Recommended receiver (no interpreter per file, nothing lost): run the line that
+  dcmsortd storescp-command --port 11112 --aet FIONA
+prints; each file's line is appended to <datadir>/site/.dcmsortd/journal/arrivals<project>,
+which the daemon follows. Also supported, per file:
+  --exec-on-reception "dcmsortd notify '#a,#c,#r,#p,#f'"   (an interpreter per file)
+  --exec-on-reception "echo '#a,#c,#r,#p,#f' > /tmp/.processSingleFilePipe"   (classic)
 Exit codes: 0 ok, 1 error, 2 invalid rules or usage, 3 not running (status).
 """
 
@@ -105,6 +107,8 @@ def _metrics_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="dcmsortd", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -133,9 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "datadir, pipe, uptime_s, files_sorted, files_failed, spool_backlog, ...)")
     p = add("send", "write lines into the pipe (error when no daemon listens)")
     p.add_argument("lines", nargs="+", metavar="LINE")
-    p = add("notify", "for storescp: hand one line to the daemon, or spool it when none "
-            "listens; returns at once, never loses it")
+    p = add("notify", "for scripts: hand one line to the daemon, or spool it when none "
+            "listens; returns at once, never loses it (for storescp prefer the line "
+            "storescp-command prints: no interpreter per file)")
     p.add_argument("lines", nargs="+", metavar="LINE")
+    p = add("storescp-command", "print the recommended storescp command line for this "
+            "project (TCP_NODELAY=1, FIONA's options, a per-file line that appends to the "
+            "arrivals journal the daemon follows); creates the journal folder")
+    p.add_argument("--port", type=int, default=11112, help="port storescp listens on "
+                   "(default 11112)")
+    p.add_argument("--aet", default="FIONA", help="storescp's own AE title, the called AE "
+                   "(default FIONA)")
+    p.add_argument("--archive", default=None, help="storescp's output folder "
+                   "(default <datadir>/site/archive)")
     p = add("test", "check the rules and print them resolved as JSON (exit 2 when invalid); "
             "warnings (ids several rules share, unknown keys: tolerated) go to stderr")
     p.add_argument("--strict", action="store_true",
@@ -170,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace | SimpleNamespace) -> Settings:
     flags = {k: v for k, v in vars(args).items() if v is not None}
     for key in ("umask", "pipe_mode"):
         if key in flags:
@@ -178,24 +192,37 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return resolve(flags, home=os.path.expanduser("~"))
 
 
-def _commands() -> dict[str, Callable[[argparse.Namespace, Settings], int]]:
+def _commands() -> dict[str, Callable[[Any, Settings], int]]:
     from dcmsortd.cli import commands
 
     return {
         "run": commands.run, "start": commands.start, "stop": commands.stop,
         "restart": commands.restart, "status": commands.status, "send": commands.send,
-        "notify": commands.notify, "test": commands.test, "classify": commands.classify,
+        "notify": commands.notify, "storescp-command": commands.storescp_command,
+        "test": commands.test, "classify": commands.classify,
         "import": commands.import_, "catch-up": commands.catch_up, "events": commands.events,
     }
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | SimpleNamespace:
+    """The command line's namespace; ``notify`` (run per received file) skips building the
+    whole parser when its arguments are plain (see ``quickargs``)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["notify"] and (quick := notify_args(words[1:])) is not None:
+        return quick
+    return build_parser().parse_args(words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(argv)
     if args.command == "notify":  # run by storescp per file: no "no config file" chatter
         logging.getLogger("dcmsortd.service.config").setLevel(logging.ERROR)
     try:
         settings = settings_from(args)
+        if args.command == "notify":
+            from dcmsortd.cli.commands import notify
+
+            return notify(args, settings)
         return _commands()[args.command](args, settings)
     except RulesError as exc:
         print(f"dcmsortd: {exc}", file=sys.stderr)
@@ -217,6 +244,10 @@ def leave(code: int) -> NoReturn:
     another thread that is not a daemon thread still runs does Python's exit (which waits
     for it) take over.
     """
+    import atexit
+    import contextlib
+    import threading
+
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         sys.exit(code)
     atexit._run_exitfuncs()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from dcmsortd.intake.pipe import StrPath, frame, open_writer, write_atomic
+from dcmsortd.intake.pipewrite import StrPath, frame, open_writer, write_atomic
 from dcmsortd.intake.spool import Spool
 from dcmsortd.model.errors import DaemonError
 

@@ -1,55 +1,49 @@
 """The named pipe: place it safely, read lines from it, write lines into it.
 
 ``prepare_fifo`` creates (or safely reuses) the FIFO the daemon listens on; ``PipeReader``
-turns it into an endless stream of lines and idle ticks; ``open_writer``, ``frame`` and
-``write_atomic`` are the writer side shared by ``write_lines`` (``dcmsortd send``) and the
-notifier. Lines are split by the pure ``LineSplitter``, so the splitting is tested on its own.
+turns it into an endless stream of lines and idle ticks; the writer side (``open_writer``,
+``frame``, ``write_atomic``, ``write_lines``) lives in ``pipewrite`` and is re-exported
+here. Lines are split by the pure ``LineSplitter``, so the splitting is tested on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
 import stat
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
+from dcmsortd.intake.pipewrite import (  # the writer side, also reachable from here
+    PIPE_BUF,
+    StrPath,
+    frame,
+    kind_of,
+    open_writer,
+    same_inode,
+    write_atomic,
+    write_lines,
+)
 from dcmsortd.model.errors import DaemonError
 from dcmsortd.model.notice import MAX_LINE_BYTES
 
+__all__ = ["PIPE_BUF", "LineSource", "LineSplitter", "LongLine", "PipeReader", "StrPath",
+           "frame", "open_writer", "prepare_fifo", "write_atomic", "write_lines"]
+
 log = logging.getLogger(__name__)
 
-StrPath = str | os.PathLike[str]
-
-PIPE_BUF = select.PIPE_BUF
-"""Writes up to this many bytes into a pipe are atomic: never interleaved with other writers."""
 MAX_STRAY_BYTES = 64 * 1024 * 1024
 """A stray regular file at the pipe path larger than this is refused, not read."""
 LONG_LINE_HEAD = 120
 _READ_CHUNK = 65536
 _MAX_DRAIN_BYTES = 1024 * 1024
 _ATTEMPTS = 5
-
-
-def _kind(mode: int) -> str:
-    kinds = [
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISREG, "regular file"),
-        (stat.S_ISFIFO, "named pipe"),
-        (stat.S_ISSOCK, "socket"),
-    ]
-    return next((name for test, name in kinds if test(mode)), "device or special file")
-
-
-def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # ---------------------------------------------------------------- placing the FIFO
@@ -100,7 +94,8 @@ def _refuse_unsafe(path: StrPath, found: os.stat_result) -> None:
             "refusing to use it as the pipe"
         )
     if not (stat.S_ISFIFO(found.st_mode) or stat.S_ISREG(found.st_mode)):
-        raise DaemonError(f"{where} is a {_kind(found.st_mode)}, not a pipe; refusing to touch it")
+        raise DaemonError(f"{where} is a {kind_of(found.st_mode)}, not a pipe; "
+                          "refusing to touch it")
 
 
 def _make_fifo(path: StrPath, mode: int) -> bool:
@@ -117,7 +112,7 @@ def _set_mode(path: StrPath, expected: os.stat_result, mode: int) -> None:
     """chmod the inode we inspected, not whatever the path names by now."""
     fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if not _same_inode(os.fstat(fd), expected):
+        if not same_inode(os.fstat(fd), expected):
             raise DaemonError(f"{os.fspath(path)} changed while we prepared it; refusing it")
         try:
             os.chmod(f"/proc/self/fd/{fd}", mode)
@@ -136,7 +131,7 @@ def _take_stray(path: StrPath, found: os.stat_result) -> list[str]:
         )
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if not _same_inode(os.fstat(fd), found):
+        if not same_inode(os.fstat(fd), found):
             raise DaemonError(f"{where} changed while we read it; refusing it")
         data = _read_upto(fd, MAX_STRAY_BYTES)
         os.unlink(path)
@@ -178,6 +173,19 @@ class LongLine:
 
 
 Line = bytes | LongLine
+
+
+class LineSource(Protocol):
+    """Lines from elsewhere read beside the pipe (the arrivals journal's follower)."""
+
+    def fileno(self) -> int:
+        """Readable when ``next_line`` may have more (-1: none; looked at every idle interval)."""
+
+    def wake(self) -> None:
+        """The descriptor turned readable, or an idle tick passed: look for new lines."""
+
+    def next_line(self) -> bytes | None:
+        """The next line, or None when there is none now."""
 
 
 class LineSplitter:
@@ -230,7 +238,8 @@ class PipeReader:
     the line parser strips), ``LongLine`` for a line over ``limit`` bytes, and ``None`` each
     time ``idle_interval`` seconds pass with nothing arriving, so the caller can flush.
     The reader holds a write end of its own, so writers opening and closing the pipe never
-    cause end-of-file. ``stop()`` (safe in a signal handler or another thread) ends the
+    cause end-of-file. A ``source`` (the arrivals journal) is read beside the pipe: its lines
+    and the pipe's take turns. ``stop()`` (safe in a signal handler or another thread) ends the
     iteration before the next line; then ``pending()`` returns what is still in the pipe.
 
     >>> with PipeReader("/tmp/.processSingleFilePipe") as reader:  # doctest: +SKIP
@@ -239,14 +248,17 @@ class PipeReader:
     """
 
     def __init__(
-        self, path: StrPath, *, idle_interval: float = 0.2, limit: int = MAX_LINE_BYTES
+        self, path: StrPath, *, idle_interval: float = 0.2, limit: int = MAX_LINE_BYTES,
+        source: LineSource | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self.source = source
         self._idle_ms = max(1, round(idle_interval * 1000))
         self._splitter = LineSplitter(limit)
         self._ready: deque[Line] = deque()
         self._stopping = False
         self._fds: list[int] = []  # read end, our own write end, wake-up pipe (read, write)
+        self._look_at = 0.0  # when the source is next told to look for new lines
 
     def open(self) -> PipeReader:
         """Open the FIFO (``DaemonError`` when the path is not a FIFO) and the wake-up pipe."""
@@ -255,10 +267,10 @@ class PipeReader:
         try:
             found = os.lstat(self.path)
             if not stat.S_ISFIFO(found.st_mode):
-                raise DaemonError(f"{self.path} is a {_kind(found.st_mode)}, not a pipe")
+                raise DaemonError(f"{self.path} is a {kind_of(found.st_mode)}, not a pipe")
             self._fds.append(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
             self._fds.append(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
-            if not all(_same_inode(os.fstat(fd), found) for fd in self._fds):
+            if not all(same_inode(os.fstat(fd), found) for fd in self._fds):
                 raise DaemonError(f"{self.path} changed while we opened it")
             self._fds.extend(os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError as exc:
@@ -285,13 +297,41 @@ class PipeReader:
         poller = select.poll()
         poller.register(self._fds[0], select.POLLIN)
         poller.register(self._fds[2], select.POLLIN)
+        watch = -1 if self.source is None else self.source.fileno()
+        if watch >= 0:
+            poller.register(watch, select.POLLIN)
         while not self._stopping:
+            taken = False
             if self._ready:
                 yield self._ready.popleft()
-            elif not poller.poll(self._idle_ms):
-                yield None
-            else:
-                self._read_once()
+                taken = True
+            if (line := self._from_source()) is not None:
+                yield line
+                taken = True
+            if taken:
+                continue
+            events = poller.poll(self._idle_ms)
+            for fd, _ in events:
+                if fd == self._fds[0]:
+                    self._read_once()
+                elif fd == watch:
+                    self._look_at = 0.0
+            if not events:
+                self._look_at = 0.0  # an idle interval passed: look (all there is without a watch)
+                yield self._from_source()  # a line, or None: an idle tick
+
+    def _from_source(self) -> bytes | None:
+        """The source's next line. It is told to look when its descriptor turned readable,
+        when the pipe was idle for an interval, and every interval while the pipe is busy
+        (so neither starves the other; without a descriptor that is all there is)."""
+        source = self.source
+        if source is None:
+            return None
+        now = time.monotonic()
+        if now >= self._look_at:
+            source.wake()
+            self._look_at = now + self._idle_ms / 1000
+        return source.next_line()
 
     def stop(self) -> None:
         """Make the iteration end before its next item. Async-signal-safe enough for Python."""
@@ -325,90 +365,3 @@ class PipeReader:
             return 0
         self._ready.extend(self._splitter.feed(data))
         return len(data)
-
-
-# ---------------------------------------------------------------- writing lines
-
-
-def frame(line: str | bytes) -> bytes | None:
-    """The bytes to write for ``line`` (one trailing newline added), or None when the line
-    cannot go through the pipe as one atomic write (longer than PIPE_BUF, or holding a
-    newline inside)."""
-    data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
-    data = data.removesuffix(b"\n")
-    if b"\n" in data or len(data) + 1 > PIPE_BUF:
-        return None
-    return data + b"\n"
-
-
-def open_writer(path: StrPath) -> int:
-    """Open the FIFO at ``path`` for non-blocking writes, never creating anything.
-
-    Raises ``DaemonError("no daemon listens on <path> ...")`` when the path is missing, is not
-    a FIFO (symbolic links are not followed) or has no reader.
-    """
-    where = os.fspath(path)
-    try:
-        found = os.lstat(path)
-    except FileNotFoundError:
-        raise DaemonError(f"no daemon listens on {where} (no such pipe)") from None
-    if not stat.S_ISFIFO(found.st_mode):
-        raise DaemonError(f"no daemon listens on {where} (it is a {_kind(found.st_mode)})")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise DaemonError(f"no daemon listens on {where}") from None
-        raise DaemonError(f"no daemon listens on {where} ({exc.strerror})") from None
-    if not _same_inode(os.fstat(fd), found):
-        os.close(fd)
-        raise DaemonError(f"no daemon listens on {where} (it changed while we opened it)")
-    return fd
-
-
-def write_atomic(fd: int, data: bytes, timeout: float) -> bool:
-    """Write ``data`` (at most PIPE_BUF bytes) in one write; while the pipe is full, wait for
-    room up to ``timeout`` seconds. False on timeout; BrokenPipeError when the reader left."""
-    if len(data) > PIPE_BUF:
-        raise ValueError(f"{len(data)} bytes cannot be written atomically (PIPE_BUF {PIPE_BUF})")
-    deadline = time.monotonic() + timeout
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    while True:
-        try:
-            os.write(fd, data)
-            return True
-        except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            poller.poll(max(1, round(left * 1000)))
-
-
-def write_lines(path: StrPath, lines: Iterable[str | bytes], timeout: float = 5.0) -> None:
-    """Write each line into the FIFO with one atomic write (``dcmsortd send``): strict.
-
-    Every line is checked before anything is written. ``DaemonError`` when a line is too
-    long or holds a newline, when no daemon listens, or when the pipe stays full ``timeout``
-    seconds.
-    """
-    where = os.fspath(path)
-    payloads: list[bytes] = []
-    for line in lines:
-        payload = frame(line)
-        if payload is None:
-            shown = line[:80]
-            raise DaemonError(
-                f"line cannot be sent in one piece (newline inside or over {PIPE_BUF - 1} "
-                f"bytes): {shown!r}"
-            )
-        payloads.append(payload)
-    fd = open_writer(path)
-    try:
-        for payload in payloads:  # the limit is per write: a daemon that reads may take long
-            if not write_atomic(fd, payload, timeout):
-                raise DaemonError(f"the daemon on {where} does not read: pipe full for {timeout} s")
-    except BrokenPipeError:
-        raise DaemonError(f"no daemon listens on {where} (it went away)") from None
-    finally:
-        os.close(fd)

@@ -72,6 +72,16 @@ class Settings:
     def spool_dir(self) -> str:
         return os.path.join(self.state_dir, "spool")
 
+    @property
+    def journal_dir(self) -> str:
+        """Where storescp's per-file line appends (see ``intake.follower``)."""
+        return os.path.join(self.state_dir, "journal")
+
+    @property
+    def journal(self) -> str:
+        """The arrivals journal file of this project."""
+        return os.path.join(self.journal_dir, f"arrivals{self.project}")
+
     def roots(self) -> tuple[str, ...]:
         return self.input_roots or (self.datadir,)
 

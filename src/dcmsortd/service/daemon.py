@@ -1,4 +1,5 @@
-"""The daemon: own the pipe and the pid file, drain the spool, sort lines until told to stop."""
+"""The daemon: own the pipe and the pid file, drain the spool, follow the arrivals journal,
+sort lines until told to stop."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from dcmsortd.intake.follower import Follower
 from dcmsortd.intake.pipe import LongLine, PipeReader, prepare_fifo
 from dcmsortd.intake.spool import Spool
-from dcmsortd.model.errors import RulesError
+from dcmsortd.model.errors import DaemonError, RulesError
 from dcmsortd.rules.engine import load_rules, log_warnings
 from dcmsortd.service.config import Settings
 from dcmsortd.service.operations import Operations
@@ -77,6 +79,26 @@ def drain_spool(runtime: Runtime, spool: Spool, stop: Callable[[], bool] = lambd
     return done
 
 
+def flush_durably(runtime: Runtime, on_durable: Callable[[], None] | None) -> None:
+    """Write everything; when every record is written, tell ``on_durable`` (the journal)."""
+    runtime.flush(everything=True)
+    if on_durable is not None and not runtime.store.dirty():
+        on_durable()
+
+
+def drain_journal(runtime: Runtime, journal: Follower,
+                  stop: Callable[[], bool] = lambda: False) -> int:
+    """Sort what the journal holds now (written while no daemon ran); remember it once durable."""
+    done = 0
+    while not stop() and (line := journal.next_line()) is not None:
+        runtime.pipeline.feed_line(line)
+        done += 1
+        if done % SPOOL_CHUNK == 0:
+            flush_durably(runtime, journal.commit)
+    flush_durably(runtime, journal.commit)
+    return done
+
+
 def run_loop(
     lines: Iterable[bytes | str | LongLine | None],
     runtime: Runtime,
@@ -84,18 +106,22 @@ def run_loop(
     on_idle: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     tick: Callable[[], None] | None = None,
+    on_durable: Callable[[], None] | None = None,
 ) -> None:
     """Sort every line of ``lines``; ``None`` items are idle ticks (flush everything).
 
     ``on_idle`` (the spool drain) runs on idle ticks, and every ``DRAIN_EVERY`` seconds while
-    lines stream in without a pause. ``tick`` (status, watchdog) runs after every item.
+    lines stream in without a pause. ``on_durable`` (the journal's commit) runs after a
+    flush of everything left no record unwritten: on idle ticks, every ``DRAIN_EVERY``
+    seconds of a stream, and at the end. ``tick`` (status, watchdog) runs after every
+    item.
 
     Any iterable works, so tests hand it a list and the daemon hands it the pipe reader.
     """
     checked = drained = clock()
     for item in lines:
         if item is None:
-            runtime.flush(everything=True)
+            flush_durably(runtime, on_durable)
             if on_idle is not None:
                 on_idle()
                 drained = clock()
@@ -107,8 +133,11 @@ def run_loop(
             if now - checked >= CHECK_EVERY:
                 runtime.flush()
                 checked = now
-            if on_idle is not None and now - drained >= DRAIN_EVERY:  # busy: drain anyway
-                on_idle()
+            if now - drained >= DRAIN_EVERY:  # busy: drain and remember anyway
+                if on_durable is not None:
+                    flush_durably(runtime, on_durable)
+                if on_idle is not None:
+                    on_idle()
                 drained = now
         if control.reload:
             control.reload = False
@@ -117,7 +146,7 @@ def run_loop(
             tick()
         if control.stop:
             break
-    runtime.flush(everything=True)
+    flush_durably(runtime, on_durable)
 
 
 def reload_rules(runtime: Runtime) -> None:
@@ -174,17 +203,8 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
     since = last_alive(settings)
     runtime = build(settings, rules, fork_workers=True,  # before any thread, any pipe open
                     events="daemon")
-    ops = Operations(runtime, spool)
-    ops.provide("completion", runtime.completion_summary)
-    try:
-        ops.start_metrics()  # the address is taken: DaemonError, the daemon does not start
-    except BaseException:
-        ops.close()
-        runtime.pipeline.close()  # not runtime.close(): no heartbeat, nothing was sorted
-        if runtime.completions is not None:
-            runtime.completions.close()
-        raise
-    reader = PipeReader(settings.pipe).open()  # from now on writers never block for long
+    ops, journal = _equip(settings, runtime, spool)
+    reader = PipeReader(settings.pipe, source=journal).open()  # writers never block for long
     control.wakers.append(reader.stop)
 
     def asked_to_stop() -> bool:  # asked often during the spool drain and the catch-up
@@ -202,11 +222,16 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
         drained = drain_spool(runtime, spool, stop=asked_to_stop)
         if drained:
             log.info("%s: sorted %d spooled notification(s)", settings.spool_dir, drained)
+        journaled = drain_journal(runtime, journal, stop=asked_to_stop)
+        if journaled:
+            log.info("%s: sorted %d journal line(s) written while no daemon ran",
+                     settings.journal, journaled)
         if catch_up is not None and settings.catch_up and not control.stop:
             catch_up(runtime, since, stop=asked_to_stop)
         ops.set_phase("listening")
         run_loop(reader, runtime, control,
-                 on_idle=lambda: _drain_quietly(runtime, spool, asked_to_stop), tick=ops.tick)
+                 on_idle=lambda: _drain_quietly(runtime, spool, asked_to_stop), tick=ops.tick,
+                 on_durable=journal.commit)
     finally:
         ops.stopping()
         _remove_fifo(settings.pipe)  # new notifications go to the spool from now on
@@ -216,8 +241,33 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
                 spool.put(line.decode("utf-8", "surrogateescape"))
         reader.close()
         runtime.close()
+        if not runtime.store.dirty():
+            journal.commit()  # what is not committed is read again at the next start
+        journal.close()
         log.info("dcmsortd stopped: %s", ops.close())
     return 0
+
+
+def _equip(settings: Settings, runtime: Runtime, spool: Spool) -> tuple[Operations, Follower]:
+    """Status, metrics and the arrivals journal; a failure leaves nothing running (and no
+    heartbeat: nothing was sorted) and stops the start."""
+    ops = Operations(runtime, spool)
+    ops.provide("completion", runtime.completion_summary)
+    try:
+        ops.start_metrics()  # the address is taken: DaemonError, the daemon does not start
+        try:
+            journal = Follower(settings.journal_dir, os.path.basename(settings.journal)).open()
+        except OSError as exc:
+            raise DaemonError(f"{settings.journal_dir}: cannot follow the arrivals journal: "
+                              f"{exc.strerror or exc}") from exc
+    except BaseException:
+        ops.close()
+        runtime.pipeline.close()  # not runtime.close(): no heartbeat
+        if runtime.completions is not None:
+            runtime.completions.close()
+        raise
+    ops.provide("journal", journal.summary)
+    return ops, journal
 
 
 def _remove_fifo(path: str) -> None:
