@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from dcmsortd.intake.inotify import FolderWatch
 from dcmsortd.intake.journal import JournalState, Position, frame_lines, resume_offset
+from dcmsortd.intake.spool import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class Follower:
         finally:
             os.close(fd)
         os.rename(temp, self.state_path)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         self._saved = state
 
     def _read_to_end(self, tail: _Tail) -> bool:
@@ -251,11 +252,3 @@ class Follower:
         os.close(tail.fd)
         self._old = None
         self._save()
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -47,7 +47,7 @@ class Spool:
             fd = _create(temp)
         except FileNotFoundError:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
             fd = _create(temp)
         try:
             _write_all(fd, data)
@@ -59,7 +59,7 @@ class Spool:
             os.close(fd)
         entry = self.directory / name
         os.rename(temp, entry)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return entry
 
     def entries(self) -> list[Path]:
@@ -127,7 +127,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename or a new entry in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
