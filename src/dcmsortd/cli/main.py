@@ -33,10 +33,12 @@ JSON record per series, a participants/ tree, an srs/ tree for structured report
 """
 
 EPILOG = """\
-Recommended receiver (no interpreter per file, nothing lost): run the line that
+Recommended receiver (no interpreter per file, nothing lost, no sender text in the
+shell): run the line that
   dcmsortd storescp-command --port 11112 --aet FIONA
 prints; each file's line is appended to <datadir>/site/.dcmsortd/journal/arrivals<project>,
-which the daemon follows. Also supported, per file:
+which the daemon follows. Also supported, per file (both paste the sender's AE titles
+into storescp's shell unescaped: move to the printed line):
   --exec-on-reception "dcmsortd notify '#a,#c,#r,#p,#f'"   (an interpreter per file)
   --exec-on-reception "echo '#a,#c,#r,#p,#f' > /tmp/.processSingleFilePipe"   (classic)
 Exit codes: 0 ok, 1 error, 2 invalid rules or usage, 3 not running (status).
