@@ -1,36 +1,57 @@
-"""storescp-command: the printed line is one shell line that runs exactly the intended argv,
-and its per-file line appends to the journal, whatever the paths hold."""
+"""storescp-command: the printed line is one shell line that runs exactly the intended argv;
+its per-file line appends to the journal and passes no text a sender chose to the shell;
+what cannot be put into it safely is refused."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from dcmsortd.cli.main import main
-from dcmsortd.intake.hookup import Receiver, argv, command_line, exec_line, quote_word
+from dcmsortd.intake.hookup import (
+    Receiver,
+    argv,
+    check_receiver,
+    command_line,
+    exec_line,
+    quote_word,
+)
+from dcmsortd.model.errors import ConfigError
+from dcmsortd.model.notice import CALLER_IN_FILE, clean_ae, parse_line
 
-NASTY = ["/data/site/archive", "/data/my site/archive", "/d/it's/a", '/d/"q"/x', "/d/$HOME/x",
-         "/d/`id`/x", "/d/a\\b/x", "/d/semi;colon", "/d/new\nline"]
+# accepted as the archive (#p lands inside the line's single quotes) and the data folder
+PATHS = ["/data/site/archive", "/data/my site/archive", '/d/"q"/x', "/d/$HOME/x",
+         "/d/`id`/x", "/d/semi;colon", "/d/$(touch pwned)/x"]
+# accepted in the journal's path only (shlex-quoted there), refused in the archive's
+JOURNAL_ONLY = ["/d/it's/a", "/d/a\\b/x"]
+HOSTILE_AE = "X'$(touch pwned)'"
 
 
-@pytest.mark.parametrize("path", NASTY)
+@pytest.mark.parametrize("path", PATHS + JOURNAL_ONLY)
 def test_the_line_splits_back_into_the_argv(path: str) -> None:
-    receiver = Receiver("/usr/bin/storescp", 11112, "FIONA", path, path + "/journal/arrivals")
+    archive = path if path in PATHS else "/data/site/archive"
+    receiver = Receiver("/usr/bin/storescp", 11112, "FIONA", archive, path + "/journal/arrivals")
     line = command_line(receiver)
     assert shlex.split(line) == argv(receiver)
-    assert "\n" not in line or "\n" in path
+    assert "\n" not in line
 
 
-def test_the_argv_has_fionas_options_and_nodelay() -> None:
+def test_the_argv_has_fionas_options_nodelay_and_no_host_lookup() -> None:
     words = argv(Receiver("/usr/bin/storescp", 104, "AET1", "/data/site/archive", "/j/a"))
-    assert words[:4] == ["/usr/bin/env", "TCP_NODELAY=1", "/usr/bin/storescp", "--fork"]
-    assert words[4:10] == ["-aet", "AET1", "-od", "/data/site/archive",
+    assert words[:5] == ["/usr/bin/env", "TCP_NODELAY=1", "/usr/bin/storescp", "--fork", "-dhl"]
+    assert words[5:11] == ["-aet", "AET1", "-od", "/data/site/archive",
                            "--sort-on-study-uid", "scp_"]
-    assert words[10:] == ["--exec-on-reception", "echo '#a,#c,#r,#p,#f' >> /j/a", "104"]
+    assert words[11:] == ["--exec-on-reception",
+                          "echo '<caller-from-file>,AET1,#r,#p,#f' >> /j/a", "104"]
+    assert CALLER_IN_FILE == "<caller-from-file>"
 
 
 def test_plain_words_stay_bare_and_others_prefer_double_quotes() -> None:
@@ -39,20 +60,97 @@ def test_plain_words_stay_bare_and_others_prefer_double_quotes() -> None:
     assert quote_word("a$b c") == "'a$b c'"
 
 
-@pytest.mark.parametrize("path", NASTY)
-def test_the_per_file_line_appends_the_substituted_line_to_that_file(
+def storescp_runs(command: str, folder: str, calling: str, called: str, ip: str,
+                  cwd: Path) -> None:
+    """What storescp 3.6.7 does with the per-file line: replace #p, #f, #a, #c, #r in this
+    order, unescaped (the AE titles in double quotes), then ``/bin/sh -c`` it."""
+    for field, value in (("#p", folder), ("#f", "MR.1.2.3"), ("#a", f'"{calling}"'),
+                         ("#c", f'"{called}"'), ("#r", f'"{ip}"')):
+        command = command.replace(field, value)
+    subprocess.run(["/bin/sh", "-c", command], check=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("path", PATHS + JOURNAL_ONLY)
+def test_the_per_file_line_appends_the_line_and_runs_nothing_a_sender_sent(
         tmp_path: Path, path: str) -> None:
-    """As storescp runs it: its placeholders replaced, then ``/bin/sh -c``."""
     journal = tmp_path / path.strip("/") / "arrivals"
     journal.parent.mkdir(parents=True)
-    command = exec_line(str(journal))
-    for field, value in (("#a", '"SCANNER"'), ("#c", '"FIONA"'), ("#r", '"10.1.2.3"'),
-                         ("#p", "/data/site/archive/scp__1.2"), ("#f", "MR.1.2.3")):
-        command = command.replace(field, value)
+    archive = path if path in PATHS else "/data/site/archive"
+    command = exec_line(str(journal), "FIONA")
+    assert "#a" not in command and "#c" not in command
     for _ in range(2):
-        subprocess.run(["/bin/sh", "-c", command], check=True)
-    expected = '"SCANNER","FIONA","10.1.2.3",/data/site/archive/scp__1.2,MR.1.2.3\n'
+        storescp_runs(command, archive + "/scp__1.2", HOSTILE_AE, HOSTILE_AE, "10.1.2.3",
+                      tmp_path)
+    expected = f'<caller-from-file>,FIONA,"10.1.2.3",{archive}/scp__1.2,MR.1.2.3\n'
     assert journal.read_text() == expected * 2
+    assert not (tmp_path / "pwned").exists()
+    arrival = parse_line(expected)
+    assert (arrival.caller_in_file, arrival.called, arrival.ip) == (True, "FIONA", "10.1.2.3")
+    assert arrival.path == os.path.normpath(f"{archive}/scp__1.2/MR.1.2.3")
+
+
+def test_the_classic_line_runs_what_the_sender_put_in_its_ae_title(tmp_path: Path) -> None:
+    """The hole the printed line closes: FIONA's line (here appending to a journal) runs a
+    command hidden in a calling AE title. The command only touches a file in tmp_path."""
+    journal = tmp_path / "arrivals"
+    classic = f"echo '#a,#c,#r,#p,#f' >> {shlex.quote(str(journal))}"
+    storescp_runs(classic, "/data/site/archive/scp__1.2", "X'$(touch pwned)'", "FIONA",
+                  "10.1.2.3", tmp_path)
+    assert (tmp_path / "pwned").exists()  # the sender's command ran
+    storescp_runs(exec_line(str(journal), "FIONA"), "/data/site/archive/scp__1.2",
+                  "X'$(touch pwned2)'", "FIONA", "10.1.2.3", tmp_path)
+    assert not (tmp_path / "pwned2").exists()
+
+
+_PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+
+
+@settings(max_examples=150, deadline=None)
+@given(aet=st.text(_PRINTABLE, min_size=1, max_size=16),
+       archive=st.text(st.one_of(_PRINTABLE, st.characters(min_codepoint=0xA0,
+                                                           max_codepoint=0x2FF)),
+                       min_size=1, max_size=30))
+def test_whatever_the_check_accepts_reaches_the_journal_verbatim(aet: str, archive: str) -> None:
+    """The check's refusals suffice: for any AE title and archive folder it accepts, the
+    shell runs nothing and appends exactly the intended line."""
+    archive = "/" + archive
+    with tempfile.TemporaryDirectory() as tmp:
+        receiver = Receiver("/usr/bin/storescp", 104, aet, archive, f"{tmp}/j/arrivals")
+        try:
+            check_receiver(receiver)
+        except ConfigError:
+            assume(False)
+        os.mkdir(f"{tmp}/j")
+        os.mkdir(f"{tmp}/cwd")
+        storescp_runs(exec_line(receiver.journal, aet), archive + "/scp__1.2", HOSTILE_AE,
+                      HOSTILE_AE, "10.1.2.3", Path(tmp, "cwd"))
+        line = Path(receiver.journal).read_text(encoding="utf-8")
+        assert line == f'<caller-from-file>,{aet},"10.1.2.3",{archive}/scp__1.2,MR.1.2.3\n'
+        assert os.listdir(f"{tmp}/cwd") == []
+        arrival = parse_line(line)
+        assert arrival.caller_in_file and arrival.called == clean_ae(aet)
+
+
+@pytest.mark.parametrize(
+    ("aet", "archive", "datadir_part", "named"),
+    [("X'Y", "/a", "d", "--aet"), ("A#a", "/a", "d", "--aet"), ("A,B", "/a", "d", "--aet"),
+     ("A\\B", "/a", "d", "--aet"), ("", "/a", "d", "--aet"), ("A" * 17, "/a", "d", "--aet"),
+     ("FIONA", "/it's", "d", "archive"), ("FIONA", "/a#ac", "d", "archive"),
+     ("FIONA", "/a,b", "d", "archive"), ("FIONA", "/a\\cb", "d", "archive"),
+     ("FIONA", "/a\nb", "d", "archive"), ("FIONA", "/a", "d#p", "journal")],
+)
+def test_unsafe_constants_are_refused_with_a_clear_error_before_anything_is_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], aet: str, archive: str,
+        datadir_part: str, named: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    datadir = tmp_path / datadir_part
+    code = main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
+                 "--aet", aet, "--archive", str(tmp_path) + archive])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert named in err and ("unsafe" in err or "AE title is 1-16" in err)
+    assert not datadir.exists()
 
 
 def test_the_command_prints_the_line_and_makes_the_journal_folder(

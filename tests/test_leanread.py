@@ -193,7 +193,7 @@ def test_reading_only_the_wanted_tags_gives_the_same_instance(real_files: list[P
     from dcmsortd.rules.engine import default_rules
 
     keys = default_rules().tag_keys() | {(0x0019, 0x100C), (0x0029, 0x1008), "Rows"}
-    compared = 0
+    compared = with_ae = 0
     for path in real_files:
         try:
             inst = read_instance(str(path), keys)
@@ -204,10 +204,19 @@ def test_reading_only_the_wanted_tags_gives_the_same_instance(real_files: list[P
             ref = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             # a dataset read without its pixels cannot tell whether the file had them:
             # that flag is the reader's (tests/test_headeronly.py)
-            expected = instance_from_dataset(ref, str(path), keys)
+            expected = instance_from_dataset(ref, str(path), keys,
+                                             source_ae=_pydicom_source_ae(ref))
             assert dataclasses.replace(expected, pixel_data=inst.pixel_data) == inst, path
         compared += 1
+        with_ae += inst.source_ae is not None
     assert compared >= 60
+    assert with_ae >= 20  # (0002,0016) read from the file meta, lean or not, as pydicom does
+
+
+def _pydicom_source_ae(ds: pydicom.Dataset) -> str | None:
+    """The file meta's SourceApplicationEntityTitle as pydicom renders it, unpadded."""
+    value = getattr(ds, "file_meta", pydicom.Dataset()).get("SourceApplicationEntityTitle")
+    return None if value is None else str(value).strip("\x00 ")
 
 
 def test_implicit_vr_file_with_skipped_undefined_length_sequences(tmp_path: Path) -> None:
@@ -230,7 +239,7 @@ def test_implicit_vr_file_with_skipped_undefined_length_sequences(tmp_path: Path
         with open(out, "rb") as fp:
             found = read_lean(fp, out.stat().st_size, wanted)
         assert found is not None
-        lean, _, implicit = found
+        lean, implicit = found.dataset, found.implicit
         assert implicit
         for tag in (0x00100020, 0x0020000D, 0x00280010):
             assert element_text(lean, tag) == element_text(ref, tag)
@@ -319,7 +328,7 @@ def test_on_damaged_files_the_lean_reader_gives_pydicom_s_elements_or_none(
     found = read_lean(io.BytesIO(data), len(data), wanted)
     if found is None:
         return
-    lean, _, implicit = found
+    lean, implicit = found.dataset, found.implicit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -1,5 +1,8 @@
 """End to end through the recommended hookup: storescu -> storescp started with exactly the
-line ``dcmsortd storescp-command`` prints -> the arrivals journal -> ``dcmsortd run``."""
+line ``dcmsortd storescp-command`` prints -> the arrivals journal -> ``dcmsortd run``.
+
+storescp runs in a folder of its own below tmp_path (``cwd``): a command a sender smuggles
+into the classic line (``touch P``, all 16 characters of an AE title allow) lands there."""
 
 from __future__ import annotations
 
@@ -44,13 +47,16 @@ class PrintedReceiver:
 
     def __init__(self, site: Site, aet: str = "FIONA") -> None:
         self.port, self.aet = free_port(), aet
+        self.cwd = site.root / "storescp-cwd"
+        self.cwd.mkdir()
         printed = site.cli("storescp-command", "--port", str(self.port), "--aet", aet,
                            "--archive", str(site.archive))
         assert printed.returncode == 0, printed.stderr
         self.line = printed.stdout.strip()
         assert "\n" not in self.line and "TCP_NODELAY=1" in self.line
         self.proc = subprocess.Popen(["bash", "-c", self.line], start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     cwd=self.cwd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         wait_for(self._listening, 10, "storescp to listen")
 
     def _listening(self) -> bool:
@@ -58,14 +64,15 @@ class PrintedReceiver:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
-    def sender(self, files: list[Path], calling: str = "SCANNER") -> subprocess.Popen[str]:
+    def sender(self, files: list[Path], calling: str = "SCANNER",
+               called: str | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [dcmtk_tool("storescu"), "-aet", calling, "-aec", self.aet, "127.0.0.1",
+            [dcmtk_tool("storescu"), "-aet", calling, "-aec", called or self.aet, "127.0.0.1",
              str(self.port), *map(str, files)],
             env=NODELAY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def send(self, files: list[Path], calling: str = "SCANNER") -> None:
-        proc = self.sender(files, calling)
+    def send(self, files: list[Path], calling: str = "SCANNER", called: str | None = None) -> None:
+        proc = self.sender(files, calling, called)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"storescu failed: {out}"
 
@@ -136,11 +143,11 @@ def test_the_printed_line_feeds_the_daemon_with_caller_called_and_address(
     for series in (MR_SERIES, DWI_SERIES):
         conn = record(site, series)["IncomingConnection"]
         assert isinstance(conn, dict)
-        assert (conn["AETitleCaller"], conn["AETitleCalled"]) == ("SCANNER7", "FIONA")
-        assert conn["CallerIP"] in ("127.0.0.1", "localhost")  # storescp's #r
-    ip = record(site, MR_SERIES)["IncomingConnection"]["CallerIP"]  # type: ignore[index]
+        assert conn == {"AETitleCaller": "SCANNER7", "AETitleCalled": "FIONA",
+                        "CallerIP": "127.0.0.1"}  # -dhl: #r is the numeric address
     markers = sorted(p.name for p in (site.site / ".arrived").iterdir())
-    assert markers == sorted(f"SCANNER7 FIONA {ip} {STUDY} {s}" for s in (MR_SERIES, DWI_SERIES))
+    assert markers == sorted(f"SCANNER7 FIONA 127.0.0.1 {STUDY} {s}"
+                             for s in (MR_SERIES, DWI_SERIES))
     wait_for(lambda: len(journal(site).read_text().splitlines()) == 10, 10, "10 lines")
     assert not site.pipe.exists()  # nothing went through the pipe: the journal carried all
 
@@ -212,3 +219,63 @@ def test_malformed_journal_lines_are_logged_once_each_and_skipped(
         assert sum(text in line for line in log.splitlines()) == 1, text
     assert log.count("line rejected") == len(bad)
     check_exactly_once(site, 2, 2)
+
+
+HOSTILE_CALLING, HOSTILE_CALLED = "X'$(touch P)'", "Y'$(touch Q)'"  # 13 characters each
+
+
+def test_hostile_ae_titles_run_nothing_and_the_records_keep_caller_called_and_address(
+        site: Site, receiver: PrintedReceiver, tmp_path: Path) -> None:
+    files = corpus(tmp_path / "send", mr=3, dwi=2)
+    daemon = site.start_run("--no-catch-up")
+    try:
+        receiver.send(files, calling=HOSTILE_CALLING, called=HOSTILE_CALLED)
+        wait_for(lambda: sorted_all(site, 3, 2), 30, "both series sorted")
+    finally:
+        code, out = stop(daemon)
+    assert code == 0, out
+    check_exactly_once(site, 3, 2)
+    assert sorted(p.name for p in receiver.cwd.iterdir()) == []  # no P, no Q: nothing ran
+    assert not (Path.cwd() / "P").exists() and not (Path.cwd() / "Q").exists()
+    for series in (MR_SERIES, DWI_SERIES):
+        conn = record(site, series)["IncomingConnection"]
+        # the caller from each file's (0002,0016), cleaned as the pipe cleans AE titles;
+        # the called AE storescp was configured with, not the one the sender asked for
+        assert conn == {"AETitleCaller": "X$(touchP)", "AETitleCalled": "FIONA",
+                        "CallerIP": "127.0.0.1"}
+    markers = sorted(p.name for p in (site.site / ".arrived").iterdir())
+    assert markers == sorted(f"X$(touchP) FIONA 127.0.0.1 {STUDY} {s}"
+                             for s in (MR_SERIES, DWI_SERIES))
+    lines = journal(site).read_text().splitlines()
+    assert len(lines) == 5 and all(line.startswith("<caller-from-file>,FIONA,") for line in lines)
+
+
+def test_the_classic_line_runs_a_command_hidden_in_the_calling_ae_title(tmp_path: Path) -> None:
+    """The hole the printed line closes, with a real storescp: FIONA's line (appending to a
+    file here) runs ``touch P`` from the calling AE title, in storescp's folder (tmp_path)."""
+    archive, cwd = tmp_path / "archive", tmp_path / "storescp-cwd"
+    archive.mkdir()
+    cwd.mkdir()
+    port = free_port()
+    classic = f"echo '#a,#c,#r,#p,#f' >> {tmp_path / 'arrivals'}"
+    proc = subprocess.Popen(
+        [dcmtk_tool("storescp"), "--fork", "-aet", "FIONA", "-od", str(archive),
+         "--exec-on-reception", classic, str(port)],
+        cwd=cwd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            assert proc.poll() is None, "storescp ended"
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 10, "storescp to listen")
+        out = subprocess.run(
+            [dcmtk_tool("storescu"), "-aet", HOSTILE_CALLING, "-aec", "FIONA", "127.0.0.1",
+             str(port), str(pydicom_data("MR_small.dcm"))],
+            env=NODELAY, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        wait_for(lambda: (cwd / "P").exists(), 10, "the sender's command to run")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    assert [p.name for p in cwd.iterdir()] == ["P"]

@@ -186,13 +186,16 @@ def events(args: argparse.Namespace, settings: Settings) -> int:
 def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
 
-    from dcmsortd.intake.hookup import Receiver, command_line
+    from dcmsortd.intake.hookup import Receiver, check_receiver, command_line
     from dcmsortd.sorting.processor import under
 
     archive = os.path.abspath(args.archive or os.path.join(settings.site, "archive"))
     storescp = "/usr/bin/storescp" if os.path.exists("/usr/bin/storescp") else None
     storescp = storescp or shutil.which("storescp") or "storescp"
     env = shutil.which("env") or "/usr/bin/env"
+    receiver = Receiver(storescp=storescp, port=args.port, aet=args.aet, archive=archive,
+                        journal=settings.journal, env=env)
+    check_receiver(receiver)  # ConfigError before anything is made
     os.makedirs(settings.journal_dir, exist_ok=True)  # the line needs it before a daemon ran
     if not os.path.isdir(archive):
         print(f"dcmsortd: note: {archive} does not exist yet; storescp needs it",
@@ -201,7 +204,5 @@ def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"dcmsortd: warning: {archive} is outside the input roots "
               f"{', '.join(settings.roots())}: the daemon would refuse its files",
               file=sys.stderr)
-    receiver = Receiver(storescp=storescp, port=args.port, aet=args.aet, archive=archive,
-                        journal=settings.journal, env=env)
     print(command_line(receiver))
     return EXIT_OK

@@ -33,10 +33,12 @@ JSON record per series, a participants/ tree, an srs/ tree for structured report
 """
 
 EPILOG = """\
-Recommended receiver (no interpreter per file, nothing lost): run the line that
+Recommended receiver (no interpreter per file, nothing lost, no sender text in the
+shell): run the line that
   dcmsortd storescp-command --port 11112 --aet FIONA
 prints; each file's line is appended to <datadir>/site/.dcmsortd/journal/arrivals<project>,
-which the daemon follows. Also supported, per file:
+which the daemon follows. Also supported, per file (both paste the sender's AE titles
+into storescp's shell unescaped: move to the printed line):
   --exec-on-reception "dcmsortd notify '#a,#c,#r,#p,#f'"   (an interpreter per file)
   --exec-on-reception "echo '#a,#c,#r,#p,#f' > /tmp/.processSingleFilePipe"   (classic)
 Exit codes: 0 ok, 1 error, 2 invalid rules or usage, 3 not running (status).
@@ -142,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
             "storescp-command prints: no interpreter per file)")
     p.add_argument("lines", nargs="+", metavar="LINE")
     p = add("storescp-command", "print the recommended storescp command line for this "
-            "project (TCP_NODELAY=1, FIONA's options, a per-file line that appends to the "
-            "arrivals journal the daemon follows); creates the journal folder")
+            "project (TCP_NODELAY=1, FIONA's options, -dhl, a per-file line that appends to "
+            "the arrivals journal the daemon follows and passes no text the sender chose to "
+            "the shell: the caller AE is read from each file); creates the journal folder; "
+            "refuses an AE title or path that would be unsafe in that line")
     p.add_argument("--port", type=int, default=11112, help="port storescp listens on "
                    "(default 11112)")
-    p.add_argument("--aet", default="FIONA", help="storescp's own AE title, the called AE "
-                   "(default FIONA)")
+    p.add_argument("--aet", default="FIONA", help="storescp's own AE title, written into "
+                   "the line as the called AE (default FIONA; no ' \\ # , allowed)")
     p.add_argument("--archive", default=None, help="storescp's output folder "
                    "(default <datadir>/site/archive)")
     p = add("test", "check the rules and print them resolved as JSON (exit 2 when invalid); "

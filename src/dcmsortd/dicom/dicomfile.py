@@ -23,6 +23,10 @@ Checks, in order:
 An image header (one with Rows) without pixel data is not an error: exporters and
 anonymizers strip pixels, pydicom reads such files and the sorter only needs the header.
 :func:`read_dataset` says so (``ReadHeader.pixel_data``) and the sorter logs a warning.
+
+Both readers also give the file meta's (0002,0016) SourceApplicationEntityTitle
+(``ReadHeader.source_ae``): storescp writes the calling AE title there, and the sorter
+takes the caller from it when the arrival's line says so.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dcmsortd.dicom.leanread import read_lean
@@ -49,6 +54,7 @@ _PIXEL_GROUP = 0x7FE0
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT"}
 _RAW_START_GROUPS = {0x0002, 0x0008}
 _ROWS = 0x00280010
+_SOURCE_AE = BaseTag(0x00020016)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class ReadHeader:
 
     dataset: Dataset
     pixel_data: bool  # False: the file ends with its header (an image header only, or no image)
+    source_ae: str | None = None  # the file meta's (0002,0016), unpadded; None when absent
 
     @property
     def image_without_pixels(self) -> bool:
@@ -83,11 +90,29 @@ def _read_open(fp: BinaryIO, wanted: frozenset[int] | None) -> ReadHeader:
         raise HeaderError("empty file")
     lean = read_lean(fp, size, wanted)
     if lean is not None:
-        ds, end, implicit = lean
-        return ReadHeader(ds, _check_lean(fp, size, end, implicit))
+        pixels = _check_lean(fp, size, lean.end, lean.implicit)
+        return ReadHeader(lean.dataset, pixels, ae_text(lean.source_ae))
     fp.seek(0)
     ds = _parse(fp, _needs_force(fp, size))
-    return ReadHeader(ds, _check_complete(ds, fp, size))
+    meta = getattr(ds, "file_meta", None)
+    elem = None if meta is None else meta.get_item(_SOURCE_AE)
+    source_ae = None if elem is None else ae_text(elem.value)
+    return ReadHeader(ds, _check_complete(ds, fp, size), source_ae)
+
+
+def ae_text(value: object) -> str | None:
+    """An AE title element's value as text: bytes decoded as ISO 8859-1 (pydicom's default
+    repertoire), a value pydicom split at backslashes joined again, NUL and space padding
+    removed; None when there is no value."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        text = value.decode("latin-1")
+    elif isinstance(value, str):
+        text = value
+    else:  # a MultiValue: the text held a backslash
+        text = "\\".join(str(v) for v in value)  # type: ignore[attr-defined]
+    return text.strip("\x00 ")
 
 
 def _open_regular(path: str) -> BinaryIO:

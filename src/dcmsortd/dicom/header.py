@@ -216,7 +216,8 @@ def read_instance(
     try:
         with _lenient(path):
             read = read_dataset(path, wanted_tags(rule_keys))
-            inst = instance_from_dataset(read.dataset, path, rule_keys, cache, full)
+            inst = instance_from_dataset(read.dataset, path, rule_keys, cache, full,
+                                         source_ae=read.source_ae)
             if read.image_without_pixels:
                 return dataclasses.replace(inst, pixel_data=False)
             return inst
@@ -248,8 +249,12 @@ def instance_from_dataset(
     rule_keys: frozenset[TagKey] = frozenset(),
     cache: SeriesCache | None = None,
     full: bool = False,
+    source_ae: str | None = None,
 ) -> Instance:
     """Extract an Instance from a dataset read without pixel data; raise HeaderError.
+
+    ``source_ae``: the file meta's (0002,0016) as the reader found it (the data set holds
+    no file meta), kept in the Instance for the sorter.
 
     With a ``cache``, only the first image of a series seen by this process gets every
     record field; later ones get the fields that change per image (``PER_IMAGE_KEYS``) and
@@ -287,6 +292,7 @@ def instance_from_dataset(
             sr=sr_entry(ds, sop_uid, study_uid) if modality == "SR" else None,
             rule_values=_rule_values(ds, rule_keys),
             complete=complete,
+            source_ae=source_ae,
         )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import MutableSequence
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
@@ -37,6 +37,7 @@ _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _CHARSET = 0x00080005
 _KEPT_GROUPS = frozenset({0x0028, 0x0029})  # see kept()
 _TS = 0x00020010
+_SOURCE_AE = 0x00020016  # SourceApplicationEntityTitle: storescp writes the calling AE there
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _STANDARD_TS_ROOT = "1.2.840.10008.1.2."
 _NOT_LEAN_TS = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})  # BE, deflate
@@ -57,6 +58,17 @@ _RAW_AS_TUPLE = RawDataElement._fields == (
 _IMPLICIT = struct.Struct("<HHL")
 _EXPLICIT = struct.Struct("<HH2sH")
 _LENGTH32 = struct.Struct("<L")
+
+
+class LeanRead(NamedTuple):
+    """What :func:`read_lean` read: the data set, the offset where the pixel data element
+    starts (the file's size when there is none), whether the data set is implicit VR, and
+    the file meta's (0002,0016) as its bytes (None when absent)."""
+
+    dataset: Dataset
+    end: int
+    implicit: bool
+    source_ae: bytes | None
 
 
 class _NotLean(Exception):
@@ -88,21 +100,21 @@ class _Buffer:
 
 def read_lean(
     fp: BinaryIO, size: int, wanted: frozenset[int] | None = None
-) -> tuple[Dataset, int, bool] | None:
+) -> LeanRead | None:
     """Read the header of the open file ``fp`` of ``size`` bytes, or None (use pydicom).
 
     ``wanted``: the top-level tags the caller will look at; the dataset then holds those
     (and the ones :func:`kept` names) only. None keeps every element.
 
     Returns the dataset (top level, no file meta, no pixel data), the offset where the
-    pixel data element starts (``size`` when there is none) and whether the data set is
-    implicit VR. ``fp`` is left at an unspecified position.
+    pixel data element starts (``size`` when there is none), whether the data set is
+    implicit VR and the raw (0002,0016). ``fp`` is left at an unspecified position.
     """
     buf = _Buffer(fp, size)
     try:
         if len(buf.data) < 132 or buf.data[128:132] != b"DICM":
             return None
-        transfer_syntax, pos = _file_meta(buf, 132)
+        transfer_syntax, source_ae, pos = _file_meta(buf, 132)
         implicit = _encoding(transfer_syntax)
         _check_first_vr(buf, pos, implicit)
         elements, charset, end = _top_level(buf, pos, implicit, wanted)
@@ -110,12 +122,14 @@ def read_lean(
         return None
     ds = Dataset(elements)  # type: ignore[arg-type]  # pydicom's hint is invariant
     ds.set_original_encoding(implicit, True, charset)
-    return ds, end, implicit
+    return LeanRead(ds, end, implicit, source_ae)
 
 
-def _file_meta(buf: _Buffer, pos: int) -> tuple[str, int]:
-    """The transfer syntax UID and the offset after group 0x0002 (explicit VR LE)."""
+def _file_meta(buf: _Buffer, pos: int) -> tuple[str, bytes | None, int]:
+    """The transfer syntax UID, the raw (0002,0016) and the offset after group 0x0002
+    (explicit VR LE)."""
     transfer_syntax = None
+    source_ae = None
     while _IMPLICIT.unpack_from(buf.need(pos + 8), pos)[0] == 0x0002:
         tag, _, length, start = _element_head(buf, pos, implicit=False)
         if length == _UNDEFINED:
@@ -123,10 +137,12 @@ def _file_meta(buf: _Buffer, pos: int) -> tuple[str, int]:
         data = buf.need(start + length)
         if tag == _TS:
             transfer_syntax = data[start : start + length].decode("ascii").strip("\x00 ")
+        elif tag == _SOURCE_AE:
+            source_ae = data[start : start + length]
         pos = start + length
     if transfer_syntax is None:
         raise _NotLean("no transfer syntax")
-    return transfer_syntax, pos
+    return transfer_syntax, source_ae, pos
 
 
 def _encoding(transfer_syntax: str) -> bool:

@@ -1,7 +1,8 @@
 """The arrivals journal, its pure parts: line framing, the remembered positions, resuming.
 
 storescp's per-file line appends one notification line to the journal file
-(``echo '#a,#c,#r,#p,#f' >> <datadir>/site/.dcmsortd/journal/arrivals<project>``): the shell
+(``echo '<caller-from-file>,AET,#r,#p,#f' >> <datadir>/site/.dcmsortd/journal/arrivals<project>``,
+see ``hookup``; the classic ``'#a,#c,#r,#p,#f'`` shape works too): the shell
 opens it with O_APPEND and writes the line in one ``write``, so lines of many writers never
 interleave on a local file system. The daemon follows the file (see ``follower``) and
 remembers, durably, how far its lines are sorted: a ``JournalState`` of the file's inode and

@@ -76,3 +76,6 @@ class Instance:
     # False: an image header (Rows) in a file without pixel data (stripped by an exporter or
     # anonymizer); it is sorted like any other, and the sorter logs a warning.
     pixel_data: bool = True
+    # The file meta's (0002,0016) SourceApplicationEntityTitle (storescp writes the calling
+    # AE title there), unpadded; None when absent. Read for every image, not only the first.
+    source_ae: str | None = None

@@ -104,8 +104,10 @@ class Sorter:
         inst = ex.instance
         if self.modalities is not None and inst.modality.upper() not in self.modalities:
             return self._other_modality(path, inst.modality), ()
+        # a line that names no caller (storescp-command's) gets the file's (0002,0016)
+        arrival = ex.arrival.with_caller(inst.source_ae)
         try:
-            filed = self._file(inst, ex.arrival)
+            filed = self._file(inst, arrival)
         except HeaderError as exc:
             log.error("%s: %s", path, exc)
             return "bad", ()
