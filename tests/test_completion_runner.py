@@ -75,6 +75,24 @@ def test_a_hook_gets_the_event_on_stdin_and_in_its_environment(tmp_path: Path) -
     assert (runner.runs, runner.failures, runner.given_up) == (1, 0, 0)
 
 
+def test_a_study_hook_sees_no_dcmsortd_variable_of_the_daemons_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DCMSORTD_SERIES (or any DCMSORTD_*) in the daemon's environment never reaches a
+    hook: a study hook must not take a stale series for its own."""
+    monkeypatch.setenv("DCMSORTD_SERIES", "stale")
+    monkeypatch.setenv("DCMSORTD_SOMETHING", "else")
+    hook, out = script(tmp_path)
+    study = {"event": "study-complete", "StudyInstanceUID": "1.2", "folder": "/x/raw/1.2"}
+    runner = HookRunner(1, Reports(), delays=(0.1,))
+    runner.submit(Job(study, hook))
+    assert runner.wait(30)
+    runner.close()
+    (got,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert got["env"] == {"DCMSORTD_EVENT": "study-complete", "DCMSORTD_STUDY": "1.2",
+                          "DCMSORTD_FOLDER": "/x/raw/1.2"}
+
+
 def test_a_failing_hook_is_logged_and_retried_until_it_works(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -181,7 +181,10 @@ class HookRunner:
 
     def _run(self, job: Job) -> Outcome:
         payload = (json.dumps(job.event, ensure_ascii=False, sort_keys=True) + "\n").encode()
-        env = {**os.environ, **hook_env(job.event)}
+        # the daemon's environment without DCMSORTD_* variables of its own: a study hook
+        # must never see a DCMSORTD_SERIES it did not get from its event
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("DCMSORTD_")}
+        env = {**inherited, **hook_env(job.event)}
         try:
             proc = subprocess.Popen(list(job.hook.run), stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
