@@ -176,12 +176,24 @@ def test_a_line_end_missing_for_a_megabyte_is_skipped_with_one_log_line(
         folder: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder.mkdir()
     with open(folder / "arrivals", "wb") as fh:
-        fh.write(b"x" * (1024 * 1024 + 10) + b"\nok\n")
+        fh.write(b"first\n" + b"x" * (5 * 1024 * 1024 + 10) + b"\nok\n")
     follower = Follower(str(folder)).open()
     with caplog.at_level(logging.ERROR):
         got = take(follower)
-    assert got[-1] == b"ok"
-    assert "without a line end" in caplog.text
+    assert got == [b"first", b"ok"]  # the overlong line is dropped whole, its end included
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "without a line end" in errors[0].getMessage()
+    follower.close()
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_an_overlong_line_ending_at_a_chunk_edge_takes_no_line_with_it(
+        folder: Path, extra: int) -> None:
+    folder.mkdir()
+    with open(folder / "arrivals", "wb") as fh:
+        fh.write(b"x" * (1024 * 1024 + extra) + b"\nnext\nok\n")
+    follower = Follower(str(folder)).open()
+    assert take(follower) == [b"next", b"ok"]
     follower.close()
 
 

@@ -44,6 +44,7 @@ class _Tail:
     handed: int
     read_to: int
     lines: deque[tuple[bytes, int]] = field(default_factory=deque)
+    skipping: bool = False  # inside a line too long to take: its rest is dropped too
 
     def position(self) -> Position:
         return Position(self.ino, self.handed)
@@ -164,9 +165,15 @@ class Follower:
         data = os.pread(tail.fd, READ_CHUNK, tail.read_to)
         lines, used = frame_lines(data, tail.read_to)
         if used == 0 and len(data) == READ_CHUNK:
-            log.error("%s: %d bytes without a line end at offset %d; skipped", tail.path,
-                      len(data), tail.read_to)
+            if not tail.skipping:  # one log line for the whole overlong line
+                log.error("%s: %d bytes without a line end at offset %d; that line is "
+                          "skipped up to its end", tail.path, len(data), tail.read_to)
+            tail.skipping = True
             used = len(data)
+        elif tail.skipping and lines:
+            if not data.startswith(b"\n"):  # else it ended at the chunk's edge: nothing to drop
+                lines.pop(0)  # the end of the overlong line
+            tail.skipping = False
         tail.read_to += used
         tail.lines.extend(lines)
         if not tail.lines:
