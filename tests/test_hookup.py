@@ -46,10 +46,11 @@ def test_the_line_splits_back_into_the_argv(path: str) -> None:
 
 def test_the_argv_has_fionas_options_nodelay_and_no_host_lookup() -> None:
     words = argv(Receiver("/usr/bin/storescp", 104, "AET1", "/data/site/archive", "/j/a"))
-    assert words[:5] == ["/usr/bin/env", "TCP_NODELAY=1", "/usr/bin/storescp", "--fork", "-dhl"]
-    assert words[5:11] == ["-aet", "AET1", "-od", "/data/site/archive",
+    assert words[:6] == ["/usr/bin/env", "TCP_NODELAY=1", "/usr/bin/storescp", "--fork", "-dhl",
+                         "+xa"]
+    assert words[6:12] == ["-aet", "AET1", "-od", "/data/site/archive",
                            "--sort-on-study-uid", "scp_"]
-    assert words[11:] == ["--exec-on-reception",
+    assert words[12:] == ["--exec-on-reception",
                           "echo '<caller-from-file>,AET1,#r,#p,#f' >> /j/a", "104"]
     assert CALLER_IN_FILE == "<caller-from-file>"
 

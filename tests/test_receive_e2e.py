@@ -152,6 +152,36 @@ def test_the_printed_line_feeds_the_daemon_with_caller_called_and_address(
     assert not site.pipe.exists()  # nothing went through the pipe: the journal carried all
 
 
+@pytest.mark.parametrize(("name", "propose"), [
+    ("JPEG2000.dcm", "-xw"), ("MR_small_jp2klossless.dcm", "-xv"),
+    ("SC_rgb_jpeg_dcmtk.dcm", "-xy"), ("MR_small_RLE.dcm", "-xr"), ("image_dfl.dcm", "-xd"),
+])
+def test_a_compressed_image_is_received_as_sent_and_sorted(
+        site: Site, receiver: PrintedReceiver, name: str, propose: str) -> None:
+    """A sender proposing a compressed transfer syntax: storescp stores the image as sent,
+    the daemon reads its header and links it."""
+    import pydicom
+
+    source = pydicom_data(name)
+    daemon = site.start_run("--no-catch-up")
+    try:
+        proc = subprocess.run(
+            [dcmtk_tool("storescu"), propose, "-aet", "SCANNER", "-aec", receiver.aet,
+             "127.0.0.1", str(receiver.port), str(source)],
+            env=NODELAY, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        wait_for(lambda: len(links(site)) == 1, 30, "the image linked")
+    finally:
+        code, out = stop(daemon)
+    assert code == 0, out
+    (stored,) = [p for p in site.archive.rglob("*") if p.is_file()]
+    sent = pydicom.dcmread(source, stop_before_pixels=True)
+    got = pydicom.dcmread(stored, stop_before_pixels=True)
+    assert got.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+    (link,) = links(site)
+    assert link.name == sent.SOPInstanceUID and link.resolve() == stored.resolve()
+
+
 def test_arrivals_while_the_daemon_is_stopped_are_sorted_when_it_starts(
         site: Site, receiver: PrintedReceiver, tmp_path: Path) -> None:
     files = corpus(tmp_path / "send", mr=8, dwi=4)

@@ -82,11 +82,13 @@ def quote_word(word: str) -> str:
 
 def argv(receiver: Receiver) -> list[str]:
     """The command's words: storescp with TCP_NODELAY=1 in its environment, FIONA's options,
-    no host name lookup (``-dhl``: ``#r`` is the numeric address). ConfigError when a
-    constant is unsafe (see ``check_receiver``)."""
+    no host name lookup (``-dhl``: ``#r`` is the numeric address), every transfer syntax
+    storescp supports accepted as sent (``+xa``: by default it negotiates an uncompressed
+    one, and a sender that cannot decompress an image then fails to send it). ConfigError
+    when a constant is unsafe (see ``check_receiver``)."""
     check_receiver(receiver)
     return [
-        receiver.env, "TCP_NODELAY=1", receiver.storescp, "--fork", "-dhl",
+        receiver.env, "TCP_NODELAY=1", receiver.storescp, "--fork", "-dhl", "+xa",
         "-aet", receiver.aet, "-od", receiver.archive, "--sort-on-study-uid", SORT_PREFIX,
         "--exec-on-reception", exec_line(receiver.journal, receiver.aet), str(receiver.port),
     ]
