@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from dcmsortd.intake.inotify import FolderWatch
 from dcmsortd.intake.journal import JournalState, Position, frame_lines, resume_offset
-from dcmsortd.intake.spool import fsync_dir
+from dcmsortd.intake.spool import fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Follower:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644)
         try:
-            os.write(fd, state.to_bytes())
+            write_all(fd, state.to_bytes())
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -50,7 +50,7 @@ class Spool:
             fsync_dir(self.directory.parent)
             fd = _create(temp)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             temp.unlink(missing_ok=True)
@@ -121,7 +121,8 @@ def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (``os.write`` may take less than it is given)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
