@@ -147,11 +147,70 @@ def test_unsafe_constants_are_refused_with_a_clear_error_before_anything_is_made
     config.write_text("{}")
     datadir = tmp_path / datadir_part
     code = main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
+                 "--aet", aet, "--archive", str(tmp_path) + archive, "--hookup", "journal"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert named in err and ("unsafe" in err or "AE title is 1-16" in err)
+    assert not datadir.exists()
+
+
+@pytest.mark.parametrize(
+    ("aet", "archive", "datadir_part", "named"),
+    [("A|B", "/a", "d", "--aet"), ("A,B", "/a", "d", "--aet"), ("A\\B", "/a", "d", "--aet"),
+     ("", "/a", "d", "--aet"), ("A" * 17, "/a", "d", "--aet"), ("FIONA", "/a,b", "d", "archive"),
+     ("FIONA", "/a\nb", "d", "archive"), ("FIONA", "/a", "d$x", "receiver log"),
+     ("FIONA", "/a", "d\\x", "receiver log")],
+)
+def test_values_unsafe_in_the_receiver_log_are_refused_before_anything_is_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], aet: str, archive: str,
+        datadir_part: str, named: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    datadir = tmp_path / datadir_part
+    code = main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
                  "--aet", aet, "--archive", str(tmp_path) + archive])
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert named in err and ("unsafe" in err or "AE title is 1-16" in err)
     assert not datadir.exists()
+
+
+def test_a_quote_or_hash_is_no_danger_without_a_shell_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    code = main(["storescp-command", "--config", str(config), "--datadir", str(tmp_path / "d"),
+                 "--aet", "X'Y#a", "--archive", str(tmp_path / "it's #p")])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    words = shlex.split(out)
+    assert words[words.index("-aet") + 1] == "X'Y#a"
+    assert words[words.index("-od") + 1] == str(tmp_path / "it's #p")
+    assert "--exec-on-reception" not in words
+
+
+def test_the_command_writes_storescps_log_configuration_and_the_receiver_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dcmsortd.intake.dcmtklog import log_config
+
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    datadir = tmp_path / "my data"
+    code = main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
+                 "--project", "P2", "--port", "4007", "--aet", "AE%1"])
+    assert code == 0
+    words = shlex.split(capsys.readouterr().out)
+    folder = datadir / "site" / ".dcmsortd" / "journal"
+    cfg, log = folder / "storescpP2.cfg", folder / "storescpP2.log"
+    assert words[words.index("--log-config") + 1] == str(cfg)
+    assert words[-1] == "4007" and "--exec-on-reception" not in words
+    assert cfg.read_text() == log_config(str(log), "AE%1")
+    assert "ConversionPattern = %i|AE%%1|%m%n" in cfg.read_text()  # % escaped for oflog
+    assert log.exists() and log.stat().st_size == 0
+    log.write_text("kept\n")  # run again: the configuration is the same, the log is kept
+    assert main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
+                 "--project", "P2", "--port", "4007", "--aet", "AE%1"]) == 0
+    assert log.read_text() == "kept\n"
 
 
 def test_the_command_prints_the_line_and_makes_the_journal_folder(
@@ -161,7 +220,7 @@ def test_the_command_prints_the_line_and_makes_the_journal_folder(
     datadir = tmp_path / "my data"
     (datadir / "site" / "archive").mkdir(parents=True)
     code = main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
-                 "--project", "P1", "--port", "4006", "--aet", "AE2"])
+                 "--project", "P1", "--port", "4006", "--aet", "AE2", "--hookup", "journal"])
     assert code == 0
     out, err = capsys.readouterr()
     words = shlex.split(out)
@@ -194,5 +253,6 @@ def test_the_readme_shows_what_the_command_prints_for_the_defaults(tmp_path: Pat
     shown = readme.split(prompt, 1)[1].split("\n", 1)[0]
     settings = resolve({}, home=str(tmp_path), default_config=str(tmp_path / "absent.json"))
     receiver = Receiver("/usr/bin/storescp", 11112, "FIONA",
-                        f"{settings.site}/archive", settings.journal)
+                        f"{settings.site}/archive", settings.journal,
+                        log_config=settings.receiver_log_config, log_path=settings.receiver_log)
     assert shown == command_line(receiver)

@@ -1,5 +1,6 @@
-"""End to end through the recommended hookup: storescu -> storescp started with exactly the
-line ``dcmsortd storescp-command`` prints -> the arrivals journal -> ``dcmsortd run``.
+"""End to end through both hookups: storescu -> storescp started with exactly the line
+``dcmsortd storescp-command`` prints -> storescp's receiver log (the default, ``log``) or the
+arrivals journal (``--hookup journal``) -> ``dcmsortd run``.
 
 storescp runs in a folder of its own below tmp_path (``cwd``): a command a sender smuggles
 into the classic line (``touch P``, all 16 characters of an AE title allow) lands there."""
@@ -45,12 +46,12 @@ def corpus(folder: Path, mr: int, dwi: int) -> list[Path]:
 class PrintedReceiver:
     """storescp started as ``bash -c`` of the line ``dcmsortd storescp-command`` printed."""
 
-    def __init__(self, site: Site, aet: str = "FIONA") -> None:
-        self.port, self.aet = free_port(), aet
+    def __init__(self, site: Site, aet: str = "FIONA", hookup: str = "log") -> None:
+        self.port, self.aet, self.hookup, self.site = free_port(), aet, hookup, site
         self.cwd = site.root / "storescp-cwd"
         self.cwd.mkdir()
         printed = site.cli("storescp-command", "--port", str(self.port), "--aet", aet,
-                           "--archive", str(site.archive))
+                           "--archive", str(site.archive), "--hookup", hookup)
         assert printed.returncode == 0, printed.stderr
         self.line = printed.stdout.strip()
         assert "\n" not in self.line and "TCP_NODELAY=1" in self.line
@@ -76,6 +77,13 @@ class PrintedReceiver:
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"storescu failed: {out}"
 
+    def announced(self) -> int:
+        """Files announced so far: journal lines, or the receiver log's "storing" lines."""
+        if self.hookup == "journal":
+            path = journal(self.site)
+            return len(path.read_text().splitlines()) if path.exists() else 0
+        return receiver_log(self.site).read_text().count("|storing DICOM file: ")
+
     def close(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
@@ -90,10 +98,10 @@ def site(tmp_path: Path) -> Site:
     return Site(tmp_path)
 
 
-@pytest.fixture
-def receiver(site: Site) -> PrintedReceiver:
+@pytest.fixture(params=["log", "journal"])
+def receiver(site: Site, request: pytest.FixtureRequest) -> PrintedReceiver:
     dcmtk_tool("storescp")
-    rec = PrintedReceiver(site)
+    rec = PrintedReceiver(site, hookup=request.param)
     yield rec  # type: ignore[misc]
     rec.close()
 
@@ -118,6 +126,10 @@ def links(site: Site) -> list[Path]:
 
 def journal(site: Site) -> Path:
     return site.site / ".dcmsortd" / "journal" / "arrivals"
+
+
+def receiver_log(site: Site) -> Path:
+    return site.site / ".dcmsortd" / "journal" / "storescp.log"
 
 
 def check_exactly_once(site: Site, mr: int, dwi: int) -> None:
@@ -148,7 +160,7 @@ def test_the_printed_line_feeds_the_daemon_with_caller_called_and_address(
     markers = sorted(p.name for p in (site.site / ".arrived").iterdir())
     assert markers == sorted(f"SCANNER7 FIONA 127.0.0.1 {STUDY} {s}"
                              for s in (MR_SERIES, DWI_SERIES))
-    wait_for(lambda: len(journal(site).read_text().splitlines()) == 10, 10, "10 lines")
+    wait_for(lambda: receiver.announced() == 10, 10, "10 announced")
     assert not site.pipe.exists()  # nothing went through the pipe: the journal carried all
 
 
@@ -186,7 +198,7 @@ def test_arrivals_while_the_daemon_is_stopped_are_sorted_when_it_starts(
         site: Site, receiver: PrintedReceiver, tmp_path: Path) -> None:
     files = corpus(tmp_path / "send", mr=8, dwi=4)
     receiver.send(files)  # no daemon: storescp does not wait, the lines wait in the journal
-    wait_for(lambda: len(journal(site).read_text().splitlines()) == 12, 10, "12 lines")
+    wait_for(lambda: receiver.announced() == 12, 10, "12 announced")
     assert links(site) == []
     daemon = site.start_run("--no-catch-up")
     try:
@@ -196,6 +208,8 @@ def test_arrivals_while_the_daemon_is_stopped_are_sorted_when_it_starts(
     assert code == 0, out
     check_exactly_once(site, 8, 4)
     assert "sorted 12 journal line(s) written while no daemon ran" in site.log_text()
+    if receiver.hookup == "log":  # the log holds 12 files and their association's lines
+        assert not (site.site / ".dcmsortd" / "journal" / "arrivals").exists()
     before = site.snapshot()
     again = site.start_run("--no-catch-up")  # the position was saved: nothing is read twice
     code, out = stop(again)
@@ -216,7 +230,7 @@ def test_a_daemon_killed_mid_stream_loses_and_doubles_nothing(
         out, _ = sender.communicate(timeout=120)
         assert sender.returncode == 0, out
         # storescp runs the last file's line as the association ends: a moment later
-        wait_for(lambda: len(journal(site).read_text().splitlines()) == 60, 10, "60 lines")
+        wait_for(lambda: receiver.announced() == 60, 10, "60 announced")
         restarted = site.start_run("--no-catch-up")
     finally:
         if daemon.poll() is None:
@@ -230,6 +244,7 @@ def test_a_daemon_killed_mid_stream_loses_and_doubles_nothing(
     assert "Traceback" not in site.log_text()
 
 
+@pytest.mark.parametrize("receiver", ["journal"], indirect=True)  # the log's: test_receiver_log
 def test_malformed_journal_lines_are_logged_once_each_and_skipped(
         site: Site, receiver: PrintedReceiver, tmp_path: Path) -> None:
     files = corpus(tmp_path / "send", mr=2, dwi=2)
@@ -276,8 +291,13 @@ def test_hostile_ae_titles_run_nothing_and_the_records_keep_caller_called_and_ad
     markers = sorted(p.name for p in (site.site / ".arrived").iterdir())
     assert markers == sorted(f"X$(touchP) FIONA 127.0.0.1 {STUDY} {s}"
                              for s in (MR_SERIES, DWI_SERIES))
-    lines = journal(site).read_text().splitlines()
-    assert len(lines) == 5 and all(line.startswith("<caller-from-file>,FIONA,") for line in lines)
+    if receiver.hookup == "journal":
+        lines = journal(site).read_text().splitlines()
+        assert len(lines) == 5
+        assert all(line.startswith("<caller-from-file>,FIONA,") for line in lines)
+    else:  # no AE title reaches the receiver log: only the configured called AE
+        text = receiver_log(site).read_text()
+        assert "touch" not in text and text.count("|FIONA|storing DICOM file: ") == 5
 
 
 def test_the_classic_line_runs_a_command_hidden_in_the_calling_ae_title(tmp_path: Path) -> None:

@@ -193,10 +193,15 @@ def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
     storescp = "/usr/bin/storescp" if os.path.exists("/usr/bin/storescp") else None
     storescp = storescp or shutil.which("storescp") or "storescp"
     env = shutil.which("env") or "/usr/bin/env"
+    by_log = getattr(args, "hookup", "log") == "log"
     receiver = Receiver(storescp=storescp, port=args.port, aet=args.aet, archive=archive,
-                        journal=settings.journal, env=env)
+                        journal=settings.journal, env=env,
+                        log_config=settings.receiver_log_config if by_log else None,
+                        log_path=settings.receiver_log)
     check_receiver(receiver)  # ConfigError before anything is made
     os.makedirs(settings.journal_dir, exist_ok=True)  # the line needs it before a daemon ran
+    if by_log:
+        write_receiver_log_config(settings, args.aet)
     if not os.path.isdir(archive):
         print(f"dcmsortd: note: {archive} does not exist yet; storescp needs it",
               file=sys.stderr)
@@ -206,3 +211,31 @@ def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
     print(command_line(receiver))
     return EXIT_OK
+
+
+def write_receiver_log_config(settings: Settings, aet: str) -> None:
+    """Write storescp's log configuration (atomically, only when it changes) and create the
+    receiver log, so storescp finds both even before a daemon ever ran (storescp that cannot
+    open its log file only says so and runs on: every arrival would go unannounced)."""
+    from dcmsortd.intake.dcmtklog import log_config
+    from dcmsortd.intake.spool import write_all
+
+    text = log_config(settings.receiver_log, aet).encode()
+    path = settings.receiver_log_config
+    try:
+        with open(path, "rb") as fh:
+            same = fh.read() == text
+    except FileNotFoundError:
+        same = False
+    if not same:
+        temp = f"{path}.tmp{os.getpid()}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            write_all(fd, text)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    fd = os.open(settings.receiver_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
+                 0o664)
+    os.close(fd)

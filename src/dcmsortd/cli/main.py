@@ -33,12 +33,13 @@ JSON record per series, a participants/ tree, an srs/ tree for structured report
 """
 
 EPILOG = """\
-Recommended receiver (no interpreter per file, nothing lost, no sender text in the
-shell): run the line that
+Recommended receiver (no process per file, nothing lost, no sender text in a shell):
+run the line that
   dcmsortd storescp-command --port 11112 --aet FIONA
-prints; each file's line is appended to <datadir>/site/.dcmsortd/journal/arrivals<project>,
-which the daemon follows. Also supported, per file (both paste the sender's AE titles
-into storescp's shell unescaped: move to the printed line):
+prints; storescp's own logger writes <datadir>/site/.dcmsortd/journal/storescp<project>.log,
+which the daemon follows (--hookup journal: a per-file line appends to arrivals<project>
+there instead). Also supported, per file (both paste the sender's AE titles into
+storescp's shell unescaped: move to the printed line):
   --exec-on-reception "dcmsortd notify '#a,#c,#r,#p,#f'"   (an interpreter per file)
   --exec-on-reception "echo '#a,#c,#r,#p,#f' > /tmp/.processSingleFilePipe"   (classic)
 Exit codes: 0 ok, 1 error, 2 invalid rules or usage, 3 not running (status).
@@ -144,10 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
             "storescp-command prints: no interpreter per file)")
     p.add_argument("lines", nargs="+", metavar="LINE")
     p = add("storescp-command", "print the recommended storescp command line for this "
-            "project (TCP_NODELAY=1, FIONA's options, -dhl, a per-file line that appends to "
-            "the arrivals journal the daemon follows and passes no text the sender chose to "
-            "the shell: the caller AE is read from each file); creates the journal folder; "
-            "refuses an AE title or path that would be unsafe in that line")
+            "project (TCP_NODELAY=1, FIONA's options, -dhl, +xa) and write what it needs: by "
+            "default storescp's --log-config, whose receiver log "
+            "(<datadir>/site/.dcmsortd/journal/storescp<project>.log) the daemon follows: no "
+            "command per file, no text the sender chose in a shell (the caller AE is read "
+            "from each file); refuses an AE title or path unsafe there")
+    p.add_argument("--hookup", choices=("log", "journal"), default="log",
+                   help="log (default): storescp's own log announces each file; journal: a "
+                   "per-file --exec-on-reception line appends to the arrivals journal "
+                   "(a shell per file: slower, for receivers without dcmtk's logger)")
     p.add_argument("--port", type=int, default=11112, help="port storescp listens on "
                    "(default 11112)")
     p.add_argument("--aet", default="FIONA", help="storescp's own AE title, written into "

@@ -30,6 +30,8 @@ from dcmsortd.intake.spool import fsync_dir, write_all
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024
+STATE_LIMIT = 4 * 1024 * 1024  # bytes of a position file read back
+PUNCH_EVERY = 4 * 1024 * 1024  # sorted bytes of a never-rotated file given back at a time
 ROTATE_BYTES = 8 * 1024 * 1024  # about 60 000 lines
 ROTATE_GRACE = 60.0  # seconds a rotated file stays followed after it was last read to its end
 
@@ -54,8 +56,9 @@ class Follower:
     """The journal ``<folder>/<name>``, its rotated ``<name>.old`` and its ``<name>.pos``."""
 
     def __init__(self, folder: str, name: str = "arrivals", *,
-                 rotate_bytes: int = ROTATE_BYTES, grace: float = ROTATE_GRACE,
-                 clock: Callable[[], float] = time.monotonic, watch: bool = True) -> None:
+                 rotate_bytes: int | None = ROTATE_BYTES, grace: float = ROTATE_GRACE,
+                 clock: Callable[[], float] = time.monotonic, watch: bool = True,
+                 extra: Callable[[], object] | None = None) -> None:
         self.folder = folder
         self.path = os.path.join(folder, name)
         self.old_path = self.path + ".old"
@@ -69,6 +72,11 @@ class Follower:
         self._watch: FolderWatch | None = None
         self._use_watch = watch  # False: found by looking on a timer, as without inotify
         self._failing = False
+        # rotate_bytes None: a file its writer keeps open (storescp's log), never renamed;
+        # the space of what is sorted is given back instead (``_punch``)
+        self._extra = extra
+        self._punched = 0
+        self._punch_warned = False
 
     # ------------------------------------------------------------ opening and closing
 
@@ -90,6 +98,11 @@ class Follower:
             self._watch.close()
             self._watch = None
 
+    @property
+    def saved_extra(self) -> object:
+        """What ``extra`` returned at the last save before this start (None: nothing)."""
+        return self._saved.extra
+
     def fileno(self) -> int:
         """A descriptor that turns readable when the journal changes (-1: none, use a timer)."""
         return -1 if self._watch is None else self._watch.fileno()
@@ -108,7 +121,7 @@ class Follower:
     def _load(self) -> JournalState:
         try:
             with open(self.state_path, "rb") as fh:
-                return JournalState.from_bytes(fh.read(4096))
+                return JournalState.from_bytes(fh.read(STATE_LIMIT))
         except FileNotFoundError:
             return JournalState()
         except ValueError as exc:  # never written by us: reading again costs no line
@@ -116,14 +129,23 @@ class Follower:
             return JournalState()
 
     def _open_tail(self, path: str, role: str) -> _Tail | None:
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if self._rotate_bytes is None:  # written to give its space back (punch)
+                try:
+                    fd = os.open(path, os.O_RDWR | flags)
+                except PermissionError:
+                    self._cannot_punch(path, "it is not writable for this user")
+                    fd = os.open(path, os.O_RDONLY | flags)
+            else:
+                fd = os.open(path, os.O_RDONLY | flags)
         except FileNotFoundError:
             return None
         st = os.fstat(fd)
         offset, reason = resume_offset(self._saved, role, st.st_ino, st.st_size)
         if reason is not None:
             log.warning("%s %s", path, reason)
+        offset = _past_hole(fd, offset, st.st_size)
         if role == "old":
             self._old_quiet_since = None
         return _Tail(path, fd, st.st_ino, offset, offset)
@@ -189,7 +211,9 @@ class Follower:
         position is saved at a later commit, and until then a restart reads lines again."""
         try:
             self._save()
-            if self._old is not None:
+            if self._rotate_bytes is None:
+                self._punch()
+            elif self._old is not None:
                 self._retire_old()
             elif self._active is not None:
                 self._rotate()
@@ -205,7 +229,8 @@ class Follower:
 
     def _state(self) -> JournalState:
         return JournalState(None if self._active is None else self._active.position(),
-                            None if self._old is None else self._old.position())
+                            None if self._old is None else self._old.position(),
+                            None if self._extra is None else self._extra())
 
     def _save(self) -> None:
         state = self._state()
@@ -226,9 +251,32 @@ class Follower:
     def _read_to_end(self, tail: _Tail) -> bool:
         return not tail.lines and tail.handed == tail.read_to == os.fstat(tail.fd).st_size
 
+    def _punch(self) -> None:
+        """Give back the disk space of the sorted part of a file that is never rotated (its
+        size stays: the writer appends with O_APPEND; the sorted part reads as zeros)."""
+        tail = self._active
+        if tail is None or self._punch_warned:
+            return
+        upto = tail.handed - tail.handed % 4096
+        if upto - self._punched < PUNCH_EVERY:
+            return
+        try:
+            punch_hole(tail.fd, self._punched, upto - self._punched)
+        except OSError as exc:
+            self._cannot_punch(tail.path, exc.strerror or str(exc))
+            return
+        self._punched = upto
+
+    def _cannot_punch(self, path: str, why: str) -> None:
+        if not self._punch_warned:
+            log.warning("%s: cannot give back the space of what is sorted (%s): the file "
+                        "grows by about 300 bytes per received file", path, why)
+        self._punch_warned = True
+
     def _rotate(self) -> None:
         tail = self._active
         assert tail is not None
+        assert self._rotate_bytes is not None
         if tail.handed < self._rotate_bytes or not self._read_to_end(tail):
             return
         os.rename(self.path, self.old_path)  # writers from now on create a new live file
@@ -259,3 +307,28 @@ class Follower:
         os.close(tail.fd)
         self._old = None
         self._save()
+
+
+def _past_hole(fd: int, offset: int, size: int) -> int:
+    """``offset``, or the start of the data after it when it lies in a punched hole."""
+    if offset >= size:
+        return offset
+    try:
+        return max(offset, os.lseek(fd, offset, os.SEEK_DATA))
+    except OSError:  # ENXIO: only a hole up to the end; EINVAL: no SEEK_DATA here
+        return offset
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(2) PUNCH_HOLE|KEEP_SIZE; OSError when the file system cannot."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

@@ -1,9 +1,14 @@
 """The recommended storescp command line, built from its parts (pure, so it is tested as text).
 
-storescp announces every received file by running its ``--exec-on-reception`` command
-through ``/bin/sh -c``; ours only appends one line to the arrivals journal (a shell builtin
-and one ``write``, no interpreter). ``TCP_NODELAY=1`` in storescp's environment turns
-Nagle's algorithm off in dcmtk: without it every file waits on a delayed ACK.
+Two hookups. The recommended one (``log_config`` set) runs no command per file: storescp
+is started with ``--log-config`` and its own logger writes the receiver log the daemon
+follows (see ``dcmtklog``). The other (``--hookup journal``) announces every received file
+by an ``--exec-on-reception`` command, run through ``/bin/sh -c``, that only appends one
+line to the arrivals journal (a shell builtin and one ``write``, no interpreter; but a
+fork and a shell per file). ``TCP_NODELAY=1`` in storescp's environment turns Nagle's
+algorithm off in dcmtk: without it every file waits on a delayed ACK.
+
+The rest concerns the journal line:
 
 storescp pastes its placeholders into that text unescaped, and a sender chooses the calling
 and called AE titles (``#a``, ``#c``): a quote in one ends the line's quoting and the rest
@@ -31,6 +36,8 @@ _UNSAFE_IN_DOUBLE_QUOTES = set('"\\$`!')
 # echo builtin of dash writes it: a quote, a backslash escape, a placeholder, a field
 _UNSAFE_IN_ANNOUNCE = set("'\\#,")
 _UNSAFE_IN_JOURNAL = set("#")  # shlex-quoted, but storescp still replaces placeholders in it
+_UNSAFE_IN_LOG_PATTERN = set("|,\\")  # field separators of the log lines and arrival lines
+_UNSAFE_IN_PROPERTIES = set("$\\")  # oflog's ${variables} and escapes
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class Receiver:
     archive: str  # storescp's -od
     journal: str  # the arrivals journal file the line appends to
     env: str = "/usr/bin/env"
+    log_config: str | None = None  # storescp's --log-config (the receiver log); None: journal
+    log_path: str = ""  # the receiver log that configuration names
 
 
 def _control(text: str) -> bool:
@@ -55,6 +64,17 @@ def check_receiver(receiver: Receiver) -> None:
     aet, archive, journal = receiver.aet, receiver.archive, receiver.journal
     if not aet.strip() or len(aet.encode()) > MAX_AE or not aet.isascii() or _control(aet):
         raise ConfigError(f"--aet {aet!r}: an AE title is 1-16 printable ASCII characters")
+    if receiver.log_config is not None:
+        for what, value, unsafe in (("--aet", aet, _UNSAFE_IN_LOG_PATTERN),
+                                    ("the archive folder", archive, set(",")),
+                                    ("the receiver log path (data folder)", receiver.log_path,
+                                     _UNSAFE_IN_PROPERTIES)):
+            bad = [repr(ch) for ch in sorted(set(value) & unsafe)]
+            bad += ["a control character"] if _control(value) else []
+            if bad:
+                raise ConfigError(f"{what} {value!r} holds {', '.join(bad)}: unsafe in "
+                                  "storescp's receiver log (its lines or its configuration)")
+        return
     for what, value, unsafe in (("--aet", aet, _UNSAFE_IN_ANNOUNCE),
                                 ("the archive folder", archive, _UNSAFE_IN_ANNOUNCE),
                                 ("the journal path (data folder)", journal, _UNSAFE_IN_JOURNAL)):
@@ -87,10 +107,12 @@ def argv(receiver: Receiver) -> list[str]:
     one, and a sender that cannot decompress an image then fails to send it). ConfigError
     when a constant is unsafe (see ``check_receiver``)."""
     check_receiver(receiver)
+    announce = (["--log-config", receiver.log_config] if receiver.log_config is not None
+                else ["--exec-on-reception", exec_line(receiver.journal, receiver.aet)])
     return [
         receiver.env, "TCP_NODELAY=1", receiver.storescp, "--fork", "-dhl", "+xa",
         "-aet", receiver.aet, "-od", receiver.archive, "--sort-on-study-uid", SORT_PREFIX,
-        "--exec-on-reception", exec_line(receiver.journal, receiver.aet), str(receiver.port),
+        *announce, str(receiver.port),
     ]
 
 

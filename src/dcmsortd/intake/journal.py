@@ -32,10 +32,14 @@ class JournalState:
 
     active: Position | None = None
     old: Position | None = None
+    extra: object = None  # what the reader of the lines keeps over a restart (JSON)
 
     def to_bytes(self) -> bytes:
-        data = {role: None if pos is None else {"ino": pos.ino, "offset": pos.offset}
-                for role, pos in (("active", self.active), ("old", self.old))}
+        data: dict[str, object] = {
+            role: None if pos is None else {"ino": pos.ino, "offset": pos.offset}
+            for role, pos in (("active", self.active), ("old", self.old))}
+        if self.extra is not None:
+            data["extra"] = self.extra
         return json.dumps(data, sort_keys=True).encode() + NEWLINE
 
     @classmethod
@@ -47,7 +51,7 @@ class JournalState:
             raise ValueError(f"not a journal position file: {exc}") from None
         if not isinstance(raw, dict):
             raise ValueError("not a journal position file: not a JSON object")
-        return cls(_position(raw.get("active")), _position(raw.get("old")))
+        return cls(_position(raw.get("active")), _position(raw.get("old")), raw.get("extra"))
 
 
 def _position(value: object) -> Position | None:

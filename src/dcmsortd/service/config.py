@@ -82,6 +82,16 @@ class Settings:
         """The arrivals journal file of this project."""
         return os.path.join(self.journal_dir, f"arrivals{self.project}")
 
+    @property
+    def receiver_log(self) -> str:
+        """storescp's receiver log (its ``--log-config``, see ``intake.dcmtklog``)."""
+        return os.path.join(self.journal_dir, f"storescp{self.project}.log")
+
+    @property
+    def receiver_log_config(self) -> str:
+        """The oflog configuration ``storescp-command`` writes for that log."""
+        return os.path.join(self.journal_dir, f"storescp{self.project}.cfg")
+
     def roots(self) -> tuple[str, ...]:
         return self.input_roots or (self.datadir,)
 

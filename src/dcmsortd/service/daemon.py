@@ -15,6 +15,7 @@ from typing import Protocol
 
 from dcmsortd.intake.follower import Follower
 from dcmsortd.intake.pipe import LongLine, PipeReader, prepare_fifo
+from dcmsortd.intake.receiverlog import ReceiverLog, Sources
 from dcmsortd.intake.spool import Spool
 from dcmsortd.model.errors import DaemonError, RulesError
 from dcmsortd.rules.engine import load_rules, log_warnings
@@ -86,7 +87,7 @@ def flush_durably(runtime: Runtime, on_durable: Callable[[], None] | None) -> No
         on_durable()
 
 
-def drain_journal(runtime: Runtime, journal: Follower,
+def drain_journal(runtime: Runtime, journal: Follower | Sources,
                   stop: Callable[[], bool] = lambda: False) -> int:
     """Sort what the journal holds now (written while no daemon ran); remember it once durable."""
     done = 0
@@ -248,15 +249,19 @@ def _serve(settings: Settings, rules: object, spool: Spool, control: Control,
     return 0
 
 
-def _equip(settings: Settings, runtime: Runtime, spool: Spool) -> tuple[Operations, Follower]:
-    """Status, metrics and the arrivals journal; a failure leaves nothing running (and no
-    heartbeat: nothing was sorted) and stops the start."""
+def _equip(settings: Settings, runtime: Runtime, spool: Spool) -> tuple[Operations, Sources]:
+    """Status, metrics, the arrivals journal and storescp's receiver log (one folder, one
+    watch); a failure leaves nothing running (and no heartbeat: nothing was sorted) and
+    stops the start."""
     ops = Operations(runtime, spool)
     ops.provide("completion", runtime.completion_summary)
     try:
         ops.start_metrics()  # the address is taken: DaemonError, the daemon does not start
         try:
-            journal = Follower(settings.journal_dir, os.path.basename(settings.journal)).open()
+            journal = Sources([
+                Follower(settings.journal_dir, os.path.basename(settings.journal)).open(),
+                ReceiverLog(settings.journal_dir,
+                            os.path.basename(settings.receiver_log)).open()])
         except OSError as exc:
             raise DaemonError(f"{settings.journal_dir}: cannot follow the arrivals journal: "
                               f"{exc.strerror or exc}") from exc
