@@ -6,8 +6,10 @@ scp_``, TCP_NODELAY=1) receives the corpus from one storescu association over lo
 
 - ``alone``: storescp without an exec line; timed until storescu is done (every file stored);
 - ``echo``: the classic line ``echo '#a,#c,#r,#p,#f' > PIPE`` and ``dcmsortd run``;
-- ``journal``: exactly the command ``dcmsortd storescp-command`` prints (the per-file line
-  appends to the arrivals journal) and ``dcmsortd run``;
+- ``journal``: exactly the command ``dcmsortd storescp-command --hookup journal`` prints
+  (a per-file line appends to the arrivals journal) and ``dcmsortd run``;
+- ``log`` (the recommended way): exactly the command ``dcmsortd storescp-command`` prints
+  (storescp's own logger writes the receiver log; no command per file) and ``dcmsortd run``;
 - ``notify`` (only with ``--with-notify``: slow): ``dcmsortd notify '#a,#c,#r,#p,#f'``.
 
 With a daemon, the time runs from storescu's start until every file is linked (its series
@@ -52,11 +54,12 @@ from runners import (
     tree_cpu,
 )
 
-CONFIGS = ("alone", "echo", "journal")
+CONFIGS = ("alone", "echo", "journal", "log")
 LABELS = {
     "alone": "storescp alone, no exec line",
     "echo": "classic line `echo ... > pipe` + dcmsortd run",
-    "journal": "recommended: `dcmsortd storescp-command` (journal) + dcmsortd run",
+    "journal": "`storescp-command --hookup journal` (a shell per file) + dcmsortd run",
+    "log": "recommended: `storescp-command` (receiver log) + dcmsortd run",
     "notify": "line `dcmsortd notify ...` + dcmsortd run",
 }
 TARGET_RATE = 0.67  # the recommended way, x the receiver-alone files/s
@@ -153,7 +156,7 @@ class Round:
             return [*plain, "--exec-on-reception", f"{cli} '#a,#c,#r,#p,#f'", str(self.port)]
         printed = subprocess.run(
             [*dcmsortd_command(), "storescp-command", *self.paths, "--port", str(self.port),
-             "--aet", "FIONA", "--archive", self.archive],
+             "--aet", "FIONA", "--archive", self.archive, "--hookup", self.config],
             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
         return ["/bin/bash", "-c", "exec " + printed]  # exactly the printed line
 
@@ -181,7 +184,7 @@ class Round:
     def _receive(self, corpus: Corpus, index: int,
                  daemon: subprocess.Popen[bytes] | None) -> Result:
         argv = self.receiver_argv()
-        if self.config != "journal":  # the printed line sets it itself
+        if self.config not in ("journal", "log"):  # the printed line sets it itself
             argv = ["/usr/bin/env", "TCP_NODELAY=1", *argv]
         cpu_children = _children_cpu()
         receiver = start(argv, os.path.join(self.base, "storescp.out"))
@@ -258,10 +261,10 @@ def _table(results: list[Result], configs: Sequence[str]) -> tuple[str, dict[str
 
 def _verdict(summary: dict[str, Any]) -> list[str]:
     rate, cpu = summary["rate"], summary["cpu_per_1000"]
-    if not {"alone", "echo", "journal"} <= set(rate):
+    if not {"alone", "echo", "log"} <= set(rate):
         return []
-    ratio, cpu_ratio = rate["journal"] / rate["alone"], cpu["journal"] / cpu["echo"]
-    by_round = summary["ratio_by_round"]["journal"]
+    ratio, cpu_ratio = rate["log"] / rate["alone"], cpu["log"] / cpu["echo"]
+    by_round = summary["ratio_by_round"]["log"]
     return [f"recommended / storescp alone (files/s): {ratio:.2f} (target >= {TARGET_RATE}): "
             f"{'met' if ratio >= TARGET_RATE else 'NOT met'}; median of the round-by-round "
             f"ratios {by_round:.2f}",

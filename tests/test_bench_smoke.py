@@ -52,7 +52,7 @@ RECEIVE = BENCH.parent / "receive.py"
 
 @pytest.mark.e2e
 def test_the_receive_benchmark_runs_on_a_few_files(tmp_path: Path) -> None:
-    """storescu -> storescp -> dcmsortd for the three receiver configurations, one round."""
+    """storescu -> storescp -> dcmsortd for the four receiver configurations, one round."""
     from daemonproc import dcmtk_tool
 
     dcmtk_tool("storescp")
@@ -65,7 +65,7 @@ def test_the_receive_benchmark_runs_on_a_few_files(tmp_path: Path) -> None:
     assert "| storescp alone, no exec line |" in done.stdout
     assert "recommended / storescp alone (files/s): " in done.stdout
     results = json.loads(out.read_text())
-    assert {r["config"] for r in results["results"]} == {"alone", "echo", "journal"}
+    assert {r["config"] for r in results["results"]} == {"alone", "echo", "journal", "log"}
     assert all(r["files"] == 30 and r["seconds"] > 0 and r["cpu_s"] > 0
                for r in results["results"])
     assert [p.name for p in tmp_path.iterdir()] == ["receive.json"]  # temp folder removed
