@@ -4,8 +4,11 @@ the stop line, and the systemd and logrotate files of ``contrib/``."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -284,6 +287,85 @@ def test_the_systemd_units_verify(units: Path) -> None:
     assert "run --project %i" in unit
     for text in (unit, (units / "dcmsortd-storescp@.service").read_text()):
         assert "\nPrivateTmp" not in text  # storescp and dcmsortd share the pipe in /tmp
+
+
+def unit_service(path: Path, instance: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A unit's [Service] section, ``%i`` and ``%%`` expanded as systemd does: the
+    variables its ``Environment=`` lines set, and its other keys (the last one wins)."""
+    env: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    section = ""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        if section != "[Service]" or not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        value = value.replace("%%", "\0").replace("%i", instance).replace("\0", "%")
+        if key == "Environment":
+            for word in shlex.split(value):
+                name, _, setting = word.partition("=")
+                env[name] = setting
+        else:
+            keys[key] = value
+    return env, keys
+
+
+def expand(command: str, env: dict[str, str]) -> list[str]:
+    """An ``Exec*=`` line as systemd runs it: words split, each ``${NAME}`` replaced."""
+    return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], word)
+            for word in shlex.split(command)]
+
+
+def test_the_storescp_unit_runs_what_storescp_command_prints(tmp_path: Path) -> None:
+    """ExecStartPre= runs ``storescp-command`` with the unit's values and writes the log
+    configuration; ExecStart= is then exactly the line it prints, less ``/usr/bin/env
+    TCP_NODELAY=1``, which Environment= gives, and names that configuration. The data
+    folder comes from the config file, as for dcmsortd@.service (here a folder of the
+    test's own, as an env file would set STORESCP_DATADIR); the other values are the
+    unit's defaults."""
+    env, keys = unit_service(ROOT / "contrib" / "systemd" / "dcmsortd-storescp@.service",
+                             "ABCD")
+    datadir = tmp_path / "data"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"SITES": {"ABCD": {"DATADIR": str(datadir)}}}))
+    env["STORESCP_DATADIR"] = str(datadir)
+    assert env["TCP_NODELAY"] == "1"
+    assert {"STORESCP_PORT", "STORESCP_AET", "STORESCP_ARCHIVE"} <= set(env)
+    pre = expand(keys["ExecStartPre"], env)
+    assert pre[:3] == ["/usr/local/bin/dcmsortd", "storescp-command", "--project"]
+    out = subprocess.run([*CLI, *pre[1:], "--config", str(config)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    printed = shlex.split(out.stdout)
+    start = expand(keys["ExecStart"], env)
+    assert Path(printed[0]).name == "env" and printed[1] == "TCP_NODELAY=1"
+    assert start[0] == "/usr/bin/storescp" and Path(printed[2]).name == "storescp"
+    assert printed[3:] == start[1:]
+    assert start[-1] == env["STORESCP_PORT"] and "--exec-on-reception" not in start
+    journal = datadir / "site" / ".dcmsortd" / "journal"
+    cfg = Path(start[start.index("--log-config") + 1])
+    assert cfg == journal / "storescpABCD.cfg"
+    assert f"receiverlog.File = {journal / 'storescpABCD.log'}\n" in cfg.read_text()
+    assert (journal / "storescpABCD.log").is_file()
+
+
+def test_logrotate_leaves_the_receiver_log_and_the_journal_alone(tmp_path: Path) -> None:
+    """storescp keeps its receiver log open: a rotated one would go on being written
+    where the daemon no longer reads. No path pattern of the logrotate file may match it,
+    nor the journal folder's other files, for the default data folder and project ABCD."""
+    text = (ROOT / "contrib" / "logrotate" / "dcmsortd").read_text()
+    patterns = [word for line in text.splitlines()
+                if line.rstrip().endswith("{") and not line.lstrip().startswith("#")
+                for word in shlex.split(line.rstrip().removesuffix("{"))]
+    daemon_log = "/var/log/dcmsortd/processSingleFileABCD.log"  # what it is for
+    assert any(fnmatch.fnmatch(daemon_log, pattern) for pattern in patterns), patterns
+    (tmp_path / "c.json").write_text("{}")
+    settings = resolve({"project": "ABCD", "config": str(tmp_path / "c.json"),
+                        "datadir": "/data"}, home=str(tmp_path))
+    for path in (settings.receiver_log, settings.receiver_log_config, settings.journal):
+        assert not any(fnmatch.fnmatch(path, pattern) for pattern in patterns), path
 
 
 @pytest.mark.e2e
