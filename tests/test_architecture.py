@@ -32,6 +32,7 @@ PURE = {
     "dcmsortd.sorting.series": {"model"},
     "dcmsortd.rules.engine": {"model", "rules"},
     "dcmsortd.model.notice": {"model"},
+    "dcmsortd.intake.dcmtklog": {"model"},
     "dcmsortd.completion.tracker": set(),
     "dcmsortd.completion.hooks": set(),
     "dcmsortd.completion.events": {"completion"},

@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a shell per file: slower, for receivers without dcmtk's logger)")
     p.add_argument("--port", type=int, default=11112, help="port storescp listens on "
                    "(default 11112)")
-    p.add_argument("--aet", default="FIONA", help="storescp's own AE title, written into "
-                   "the line as the called AE (default FIONA; no ' \\ # , allowed)")
+    p.add_argument("--aet", default="FIONA", help="storescp's own AE title, recorded as "
+                   "the called AE (default FIONA; never | , \\; with --hookup journal "
+                   "also no ' #)")
     p.add_argument("--archive", default=None, help="storescp's output folder "
                    "(default <datadir>/site/archive)")
     p = add("test", "check the rules and print them resolved as JSON (exit 2 when invalid); "
