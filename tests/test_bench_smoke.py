@@ -69,3 +69,17 @@ def test_the_receive_benchmark_runs_on_a_few_files(tmp_path: Path) -> None:
     assert all(r["files"] == 30 and r["seconds"] > 0 and r["cpu_s"] > 0
                for r in results["results"])
     assert [p.name for p in tmp_path.iterdir()] == ["receive.json"]  # temp folder removed
+
+
+NOTIFY = BENCH.parent / "notify.py"
+
+
+def test_the_notify_benchmark_runs_a_few_calls() -> None:
+    """Interpreter alone, the quick path into a listening pipe, the spooling full command."""
+    done = subprocess.run([sys.executable, str(NOTIFY), "--calls", "2"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for kind in ("interpreter alone", "notify into a listening pipe (quick path)",
+                 "notify with no daemon (full command, spooled)"):
+        assert f"{kind}" in done.stdout and "ms wall (2 calls)" in done.stdout
+    assert "above the interpreter's own start" in done.stdout

@@ -258,7 +258,7 @@ STREAM_IMAGES = 60
 
 
 def _notify_line(site: Site) -> str:
-    cli = f"{sys.executable} -c 'from dcmsortd.cli.main import main_entry; main_entry()'"
+    cli = f"{sys.executable} -c 'from dcmsortd.cli.entry import main_entry; main_entry()'"
     return f"{cli} notify {' '.join(site.args())} '#a,#c,#r,#p,#f'"
 
 

@@ -152,7 +152,7 @@ def test_modalities_setting_leaves_other_files_untouched(tmp_path: Path) -> None
 def test_notify_line_spools_while_the_daemon_is_down(site: Site, tmp_path: Path) -> None:
     """storescp with the notify line never stalls; a daemon started later sorts it all."""
     files = _corpus(tmp_path / "send")
-    cli = f"{os.sys.executable} -c 'from dcmsortd.cli.main import main_entry; main_entry()'"
+    cli = f"{os.sys.executable} -c 'from dcmsortd.cli.entry import main_entry; main_entry()'"
     notify = (f"{cli} notify --config {site.config_file} --datadir {site.datadir} "
               f"--pipe {site.pipe} '#a,#c,#r,#p,#f'")
     receiver = Receiver(site.archive, notify)

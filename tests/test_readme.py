@@ -101,7 +101,7 @@ def setup_commands() -> list[str]:
 def test_the_first_command_installs_and_runs_the_daemon_on_a_local_folder() -> None:
     install, run = setup_commands()[0].split(" && ")
     assert words(install) == ["python3", "-m", "pip", "install", "-e", "."]
-    assert PYPROJECT["project"]["scripts"]["dcmsortd"] == "dcmsortd.cli.main:main_entry"
+    assert PYPROJECT["project"]["scripts"]["dcmsortd"] == "dcmsortd.cli.entry:main_entry"
     program, *argv = words(run)
     assert program == "dcmsortd"
     args = build_parser().parse_args(argv)
