@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dcmsortd.intake.dcmtklog import SETTLE, StorescpLog, log_config
+from dcmsortd.intake.dcmtklog import SETTLE, StorescpLog, log_config, version_warning
 from dcmsortd.model.notice import parse_line
 
 A = "/data/site/archive/scp__1.2.3"
@@ -170,3 +170,11 @@ def test_the_configuration_keeps_only_what_is_read_back(tmp_path: Path) -> None:
                        "storing DICOM file: ", "Association Release", "Association Aborted"]
     last = max(int(k.split(".")[4]) for k in props if ".filters." in k)
     assert props[f"{key}.filters.{last}"] == "log4cplus::spi::DenyAllFilter"
+
+
+def test_a_storescp_version_it_was_not_tested_with_is_warned_about() -> None:
+    assert version_warning("$dcmtk: storescp v3.6.7 2022-04-22 $\n\nstorescp: ...") is None
+    other = version_warning("$dcmtk: storescp v3.6.9 2024-12-11 $")
+    assert other is not None and "3.6.9" in other and "3.6.7" in other
+    unknown = version_warning("storescp: command not found")
+    assert unknown is not None and "cannot tell" in unknown

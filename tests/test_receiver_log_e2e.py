@@ -30,7 +30,8 @@ def series_files(folder: Path, series: str, count: int) -> list[Path]:
 
 
 def send_from(address: str, port: int, calling: str, files: list[Path],
-              hold: float = 0.0, sent: threading.Event | None = None) -> None:
+              hold: float = 0.0, sent: threading.Event | None = None,
+              abort: bool = False) -> None:
     """pynetdicom, bound to ``address`` (127.0.0.0/8 is all loopback): one association,
     ``files`` in it, kept open ``hold`` seconds after the last one (``sent`` set then)."""
     from pynetdicom import AE
@@ -48,7 +49,10 @@ def send_from(address: str, port: int, calling: str, files: list[Path],
             sent.set()
         time.sleep(hold)
     finally:
-        assoc.release()
+        if abort:
+            assoc.abort()  # A-ABORT: storescp logs "Association Aborted"
+        else:
+            assoc.release()
 
 
 @pytest.fixture
@@ -167,3 +171,21 @@ def test_storescp_started_before_any_daemon_ran_loses_nothing(
     assert code == 0, out
     assert connection(site, "7") == {"AETitleCaller": "EARLY", "AETitleCalled": "FIONA",
                                      "CallerIP": "127.0.0.1"}
+
+
+def test_an_aborted_association_has_every_stored_file_sorted(
+        site: Site, tmp_path: Path) -> None:
+    pytest.importorskip("pynetdicom")
+    receiver = PrintedReceiver(site)
+    files = series_files(tmp_path / "send", "8", 3)
+    daemon = site.start_run("--no-catch-up")
+    try:
+        send_from("127.0.0.8", receiver.port, "ABORTER", files, abort=True)
+        wait_for(lambda: record(site, "8").get("NumFiles") == "3", 30, "three sorted")
+    finally:
+        code, out = stop(daemon)
+        receiver.close()
+    assert code == 0, out
+    assert "|FIONA|Association Aborted" in receiver_log(site).read_text()
+    assert connection(site, "8") == {"AETitleCaller": "ABORTER", "AETitleCalled": "FIONA",
+                                     "CallerIP": "127.0.0.8"}

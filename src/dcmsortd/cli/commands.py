@@ -202,6 +202,7 @@ def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
     os.makedirs(settings.journal_dir, exist_ok=True)  # the line needs it before a daemon ran
     if by_log:
         write_receiver_log_config(settings, args.aet)
+        _check_storescp_version(storescp)
     if not os.path.isdir(archive):
         print(f"dcmsortd: note: {archive} does not exist yet; storescp needs it",
               file=sys.stderr)
@@ -211,6 +212,24 @@ def storescp_command(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
     print(command_line(receiver))
     return EXIT_OK
+
+
+def _check_storescp_version(storescp: str) -> None:
+    """A warning on stderr when this storescp is not a version the receiver log was
+    tested with (or cannot be run)."""
+    import subprocess
+
+    from dcmsortd.intake.dcmtklog import version_warning
+
+    try:
+        done = subprocess.run([storescp, "--version"], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"dcmsortd: warning: cannot run {storescp} --version: {exc}", file=sys.stderr)
+        return
+    warning = version_warning(done.stdout + done.stderr)
+    if warning is not None:
+        print(f"dcmsortd: warning: {warning}", file=sys.stderr)
 
 
 def write_receiver_log_config(settings: Settings, aet: str) -> None:

@@ -40,6 +40,8 @@ ENDS = ("Association Release", "Association Aborted")
 SETTLE = 1.0  # seconds a last file must stay unchanged before it is announced
 MAX_ASSOCIATIONS = 4096  # remembered process ids (a bound, whatever the log holds)
 
+TESTED_DCMTK = ("3.6.7",)  # storescp versions whose messages these lines were checked with
+_VERSION = re.compile(r"\$dcmtk: storescp v(\d+\.\d+\.\d+)")
 _LINE = re.compile(r"(\d{1,10})\|([\x21-\x7e ]{1,16})\|(.*)")
 _HOST = re.compile(r"[A-Za-z0-9.:_-]{1,255}")
 _UNSAFE_IN_PATH = set(",\x00\r\n")
@@ -81,6 +83,20 @@ def log_config(log_path: str, called: str) -> str:
     lines.append(f"log4cplus.appender.receiverlog.filters.{len(matches) + 2} = "
                  "log4cplus::spi::DenyAllFilter")
     return "\n".join(lines) + "\n"
+
+
+def version_warning(version_text: str) -> str | None:
+    """What to tell the operator about the storescp that printed ``version_text`` (its
+    ``--version``), or None when it is a version the receiver log was tested with."""
+    found = _VERSION.search(version_text)
+    if found is None:
+        return ("cannot tell storescp's version; the receiver log relies on dcmtk's "
+                "messages: send a test image and check its record's IncomingConnection")
+    if found.group(1) in TESTED_DCMTK:
+        return None
+    return (f"storescp {found.group(1)}: the receiver log was tested with dcmtk "
+            f"{', '.join(TESTED_DCMTK)} and relies on its messages: send a test image and "
+            "check that it is sorted with its caller's address (IncomingConnection.CallerIP)")
 
 
 @dataclass
