@@ -128,3 +128,50 @@ def test_journal_and_receiver_log_are_read_as_one_source(folder: Path) -> None:
     both.commit()
     assert both.summary() == {"backlog_bytes": 0, "receiver_pending": 0}
     both.close()
+
+
+def test_a_log_replaced_under_its_name_is_read_to_its_end_then_the_new_one_from_its_start(
+        folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = folder / "storescp.log"
+    log = ReceiverLog(str(folder), "storescp.log").open()
+    append(path, "1|FIONA|Association Received: 10.0.0.1", f"1|FIONA|storing DICOM file: {A}/a")
+    assert drain(log) == []  # pending: its process has not moved on yet
+    path.rename(folder / "storescp.log.1")  # someone rotated it (storescp writes on there)
+    append(folder / "storescp.log.1", f"1|FIONA|storing DICOM file: {A}/b",
+           "1|FIONA|Association Release")
+    append(path, "2|FIONA|Association Received: 10.0.0.2", f"2|FIONA|storing DICOM file: {A}/c",
+           "2|FIONA|Association Release")  # a restarted storescp made a new one
+    assert drain(log) == [f"{A}/a", f"{A}/b", f"{A}/c"]  # the old file's lines first
+    assert "was replaced by another file" in caplog.text
+    append(folder / "storescp.log.1", "3|FIONA|Association Received: 10.0.0.3",
+           f"3|FIONA|storing DICOM file: {A}/d", "3|FIONA|Association Release")
+    assert drain(log) == [f"{A}/d"]  # its writer still writes there: still read
+    log.commit()
+    assert (folder / "storescp.log.1").exists()  # someone else's file: never removed
+    log.close()
+    again = ReceiverLog(str(folder), "storescp.log").open()  # the new file's position kept
+    assert drain(again) == []
+    again.close()
+
+
+def test_a_replaced_log_is_let_go_after_its_quiet_time_and_never_deleted(folder: Path) -> None:
+    clock = Clock()
+    path = folder / "storescp.log"
+    follower = Follower(str(folder), "storescp.log", rotate_bytes=None, grace=5.0,
+                        clock=clock, watch=False).open()
+    append(path, "x")
+    follower.wake()
+    assert follower.next_line() == b"x"
+    path.rename(folder / "storescp.log.old")  # even under the name the journal rotates to
+    append(path, "y")
+    follower.wake()
+    assert follower.next_line() == b"y"
+    assert follower.next_line() is None
+    for _ in range(3):
+        follower.commit()
+        clock.now += 10
+    assert (folder / "storescp.log.old").read_text() == "x\n"  # someone else's: kept
+    append(path, "z")
+    follower.wake()
+    assert follower.next_line() == b"z"
+    follower.close()

@@ -179,6 +179,8 @@ class Follower:
     def _refill(self) -> None:
         if self._active is None:
             self._active = self._open_tail(self.path, "active")
+        elif self._rotate_bytes is None:
+            self._follow_replacement(self._active)
         for tail in (self._old, self._active):
             if tail is not None and not tail.lines:
                 self._read(tail)
@@ -213,6 +215,8 @@ class Follower:
             self._save()
             if self._rotate_bytes is None:
                 self._punch()
+                if self._old is not None:  # replaced under its name: see _follow_replacement
+                    self._retire_old()
             elif self._old is not None:
                 self._retire_old()
             elif self._active is not None:
@@ -267,6 +271,27 @@ class Follower:
             return
         self._punched = upto
 
+    def _follow_replacement(self, tail: _Tail) -> None:
+        """A never-rotated file that another file replaced under its name (someone rotated
+        or deleted it; the writer or logrotate made a new one): read both, the old one
+        until it stayed quiet for ``grace`` seconds (its writer may go on writing there
+        until restarted), the new one from its start."""
+        if self._old is not None:
+            return  # one replaced file at a time: the next once this one is retired
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return
+        if ino == tail.ino:
+            return
+        log.warning("%s was replaced by another file (rotated or deleted?); reading the old "
+                    "one on while it grows, the new one from its start. Restart storescp, "
+                    "which writes into the old one until then, and keep log rotation away "
+                    "from this file", self.path)
+        self._old, self._old_quiet_since = tail, None
+        self._active = self._open_tail(self.path, "active")
+        self._punched = 0
+
     def _cannot_punch(self, path: str, why: str) -> None:
         if not self._punch_warned:
             log.warning("%s: cannot give back the space of what is sorted (%s): the file "
@@ -299,8 +324,8 @@ class Follower:
         if now - self._old_quiet_since < self._grace:
             self._look = True  # keep looking at it: a late writer may append
             return
-        try:
-            if os.lstat(self.old_path).st_ino == tail.ino:
+        try:  # our own rotated file only: a replaced never-rotated one is someone else's
+            if self._rotate_bytes is not None and os.lstat(self.old_path).st_ino == tail.ino:
                 os.unlink(self.old_path)
         except FileNotFoundError:
             pass
