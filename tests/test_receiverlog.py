@@ -13,21 +13,9 @@ from dcmsortd.intake import follower as follower_module
 from dcmsortd.intake.follower import Follower
 from dcmsortd.intake.receiverlog import ReceiverLog, Sources
 from dcmsortd.model.notice import parse_line
+from test_follower import Clock, append
 
 A = "/data/site/archive/scp__1.2.3"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def append(path: Path, *lines: str) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.writelines(f"{text}\n" for text in lines)
 
 
 def drain(source: ReceiverLog | Sources) -> list[str]:
