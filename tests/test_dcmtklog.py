@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from dcmsortd.intake.dcmtklog import SETTLE, StorescpLog, log_config, version_warning
+from dcmsortd.intake.dcmtklog import (
+    MAX_ASSOCIATIONS,
+    SETTLE,
+    StorescpLog,
+    log_config,
+    version_warning,
+)
 from dcmsortd.model.notice import parse_line
 
 A = "/data/site/archive/scp__1.2.3"
@@ -178,3 +184,23 @@ def test_a_storescp_version_it_was_not_tested_with_is_warned_about() -> None:
     assert other is not None and "3.6.9" in other and "3.6.7" in other
     unknown = version_warning("storescp: command not found")
     assert unknown is not None and "cannot tell" in unknown
+
+
+def test_associations_that_never_end_are_forgotten_but_not_active_ones_nor_files() -> None:
+    """Port probes (a connection, an address line, nothing more) and crashed children
+    leave associations without an end: the least recently heard from are dropped."""
+    log = StorescpLog()
+    feed_all(log, [line(1, "Association Received: 10.0.0.1"),
+                   line(1, f"storing DICOM file: {A}/w")])
+    feed_all(log, [line(2, "Association Received: 10.0.0.2")])
+    for probe in range(100, 100 + 3 * MAX_ASSOCIATIONS):
+        log.feed(line(probe, "Association Received: 10.9.9.9"), 0)
+        if probe % 50 == 0:  # process 2 keeps sending
+            feed_all(log, [line(2, f"storing DICOM file: {A}/s{probe}")])
+    snapshot = log.snapshot()
+    assert len(snapshot) <= MAX_ASSOCIATIONS
+    assert snapshot["1"]["pending"] == f"{A}/w"  # a file not announced is never dropped
+    assert snapshot["2"]["ip"] == "10.0.0.2"  # heard from lately: kept
+    out = feed_all(log, [line(2, "Association Release"), line(1, "Association Release")])
+    assert [(ip, path) for _, _, ip, path in arrivals(out)][-1] == ("10.0.0.1", f"{A}/w")
+    assert log.pending() == 0

@@ -38,7 +38,9 @@ REQUEST = "Received Store Request"
 STORING = "storing DICOM file: "
 ENDS = ("Association Release", "Association Aborted")
 SETTLE = 1.0  # seconds a last file must stay unchanged before it is announced
-MAX_ASSOCIATIONS = 4096  # remembered process ids (a bound, whatever the log holds)
+# remembered process ids, the least recently heard from dropped first (a bound whatever the
+# log holds: a port probe or a crashed child leaves an association that never ends)
+MAX_ASSOCIATIONS = 512
 
 TESTED_DCMTK = ("3.6.7",)  # storescp versions whose messages these lines were checked with
 _VERSION = re.compile(r"\$dcmtk: storescp v(\d+\.\d+\.\d+)")
@@ -128,6 +130,7 @@ class StorescpLog:
         self._settle = settle
         self._warn = warn
         self._by_pid: OrderedDict[str, _Association] = OrderedDict()
+        self._waiting: dict[str, None] = {}  # pids with a pending file, in order
         self.skipped = 0
 
     # ------------------------------------------------------------ lines
@@ -141,6 +144,8 @@ class StorescpLog:
         if match is None:
             return self._skip(raw, "not <pid>|<AE title>|<message>")
         pid, called, message = match.groups()
+        if pid in self._by_pid:
+            self._by_pid.move_to_end(pid)  # heard from: the last to be dropped
         if message.startswith(ASSOCIATION):
             host = message[len(ASSOCIATION):].strip()
             done = self._release(pid)
@@ -160,6 +165,7 @@ class StorescpLog:
                 assoc = _Association(called.strip(), UNKNOWN)
                 self._remember(pid, assoc)
             assoc.pending = Pending(path, now)
+            self._waiting[pid] = None
             return done
         if message.startswith(ENDS):
             done = self._release(pid)
@@ -171,8 +177,8 @@ class StorescpLog:
         """Arrival lines of pending files unchanged for the settling time (or gone: the
         sorter then says so)."""
         done: list[bytes] = []
-        for pid, assoc in list(self._by_pid.items()):
-            pending = assoc.pending
+        for pid in list(self._waiting):
+            pending = self._by_pid[pid].pending
             if pending is None or now - pending.since < self._settle:
                 continue
             seen = look(pending.path)
@@ -183,13 +189,14 @@ class StorescpLog:
         return done
 
     def pending(self) -> int:
-        return sum(1 for a in self._by_pid.values() if a.pending is not None)
+        return len(self._waiting)
 
     def _release(self, pid: str) -> list[bytes]:
         assoc = self._by_pid.get(pid)
         if assoc is None or assoc.pending is None:
             return []
         path, assoc.pending = assoc.pending.path, None
+        self._waiting.pop(pid, None)
         directory, _, name = path.rpartition("/")
         return [f"{CALLER_IN_FILE},{assoc.called},{assoc.ip},{directory or '/'},{name}"
                 .encode()]
@@ -197,11 +204,13 @@ class StorescpLog:
     def _remember(self, pid: str, assoc: _Association) -> None:
         self._by_pid.pop(pid, None)
         self._by_pid[pid] = assoc
-        while len(self._by_pid) > MAX_ASSOCIATIONS:
-            old = next(iter(self._by_pid))
-            if self._by_pid[old].pending is not None:
-                break  # never drop a file: keep it until it is announced
-            del self._by_pid[old]
+        if len(self._by_pid) <= MAX_ASSOCIATIONS:
+            return
+        for old in list(self._by_pid):  # the least recently heard from first
+            if len(self._by_pid) <= MAX_ASSOCIATIONS:
+                break
+            if self._by_pid[old].pending is None:  # never drop a file not yet announced
+                del self._by_pid[old]
 
     def _skip(self, raw: bytes, why: str) -> list[bytes]:
         self.skipped += 1
@@ -230,6 +239,7 @@ class StorescpLog:
             assoc = _Association(called, ip)
             if isinstance(path, str) and path.startswith("/"):
                 assoc.pending = Pending(path, now)
+                self._waiting[pid] = None
             self._remember(pid, assoc)
 
 
