@@ -237,7 +237,7 @@ def write_receiver_log_config(settings: Settings, aet: str) -> None:
     receiver log, so storescp finds both even before a daemon ever ran (storescp that cannot
     open its log file only says so and runs on: every arrival would go unannounced)."""
     from dcmsortd.intake.dcmtklog import log_config
-    from dcmsortd.intake.spool import write_all
+    from dcmsortd.sorting.fsio import atomic_write
 
     text = log_config(settings.receiver_log, aet).encode()
     path = settings.receiver_log_config
@@ -247,14 +247,7 @@ def write_receiver_log_config(settings: Settings, aet: str) -> None:
     except FileNotFoundError:
         same = False
     if not same:
-        temp = f"{path}.tmp{os.getpid()}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            write_all(fd, text)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
+        atomic_write(path, text, settings.journal_dir)
     fd = os.open(settings.receiver_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
                  0o664)
     os.close(fd)
