@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from dcmsortd.intake.dcmtklog import StorescpLog
+from dcmsortd.intake.dcmtklog import SETTLE, StorescpLog
 from dcmsortd.intake.follower import Follower
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,9 @@ class ReceiverLog:
 
     def __init__(self, folder: str, name: str, *, watch: bool = False,
                  clock: Callable[[], float] = time.monotonic,
-                 settle: float | None = None) -> None:
+                 settle: float = SETTLE) -> None:
         self._clock = clock
-        self._lines = StorescpLog(warn=log.warning) if settle is None else StorescpLog(
-            settle=settle, warn=log.warning)
+        self._lines = StorescpLog(settle=settle, warn=log.warning)
         self._follower = Follower(folder, name, rotate_bytes=None, watch=watch, clock=clock,
                                   extra=self._lines.snapshot)
         self._ready: deque[bytes] = deque()
