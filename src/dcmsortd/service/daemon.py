@@ -15,7 +15,7 @@ from typing import Protocol
 
 from dcmsortd.intake.follower import Follower
 from dcmsortd.intake.pipe import LongLine, PipeReader, prepare_fifo
-from dcmsortd.intake.receiverlog import ReceiverLog, Sources
+from dcmsortd.intake.receiverlog import ReceiverLog, Source, Sources
 from dcmsortd.intake.spool import Spool
 from dcmsortd.model.errors import DaemonError, RulesError
 from dcmsortd.rules.engine import load_rules, log_warnings
@@ -87,7 +87,7 @@ def flush_durably(runtime: Runtime, on_durable: Callable[[], None] | None) -> No
         on_durable()
 
 
-def drain_journal(runtime: Runtime, journal: Follower | Sources,
+def drain_journal(runtime: Runtime, journal: Source,
                   stop: Callable[[], bool] = lambda: False) -> int:
     """Sort what the journal holds now (written while no daemon ran); remember it once durable."""
     done = 0
