@@ -132,43 +132,33 @@ def test_whatever_the_check_accepts_reaches_the_journal_verbatim(aet: str, archi
         assert arrival.caller_in_file and arrival.called == clean_ae(aet)
 
 
-@pytest.mark.parametrize(
-    ("aet", "archive", "datadir_part", "named"),
-    [("X'Y", "/a", "d", "--aet"), ("A#a", "/a", "d", "--aet"), ("A,B", "/a", "d", "--aet"),
-     ("A\\B", "/a", "d", "--aet"), ("", "/a", "d", "--aet"), ("A" * 17, "/a", "d", "--aet"),
+JOURNAL_UNSAFE = [
+    ("X'Y", "/a", "d", "--aet"), ("A#a", "/a", "d", "--aet"), ("A,B", "/a", "d", "--aet"),
+    ("A\\B", "/a", "d", "--aet"), ("", "/a", "d", "--aet"), ("A" * 17, "/a", "d", "--aet"),
      ("FIONA", "/it's", "d", "archive"), ("FIONA", "/a#ac", "d", "archive"),
      ("FIONA", "/a,b", "d", "archive"), ("FIONA", "/a\\cb", "d", "archive"),
-     ("FIONA", "/a\nb", "d", "archive"), ("FIONA", "/a", "d#p", "journal")],
-)
-def test_unsafe_constants_are_refused_with_a_clear_error_before_anything_is_made(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], aet: str, archive: str,
-        datadir_part: str, named: str) -> None:
-    config = tmp_path / "config.json"
-    config.write_text("{}")
-    datadir = tmp_path / datadir_part
-    code = main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
-                 "--aet", aet, "--archive", str(tmp_path) + archive, "--hookup", "journal"])
-    out, err = capsys.readouterr()
-    assert code == 1 and out == ""
-    assert named in err and ("unsafe" in err or "AE title is 1-16" in err)
-    assert not datadir.exists()
+     ("FIONA", "/a\nb", "d", "archive"), ("FIONA", "/a", "d#p", "journal")]
+LOG_UNSAFE = [
+    ("A|B", "/a", "d", "--aet"), ("A,B", "/a", "d", "--aet"), ("A\\B", "/a", "d", "--aet"),
+    ("", "/a", "d", "--aet"), ("A" * 17, "/a", "d", "--aet"), ("FIONA", "/a,b", "d", "archive"),
+     ("FIONA", "/a\nb", "d", "archive"), ("FIONA", "/a", "d$x", "receiver log"),
+     ("FIONA", "/a", "d\\x", "receiver log")]
 
 
 @pytest.mark.parametrize(
-    ("aet", "archive", "datadir_part", "named"),
-    [("A|B", "/a", "d", "--aet"), ("A,B", "/a", "d", "--aet"), ("A\\B", "/a", "d", "--aet"),
-     ("", "/a", "d", "--aet"), ("A" * 17, "/a", "d", "--aet"), ("FIONA", "/a,b", "d", "archive"),
-     ("FIONA", "/a\nb", "d", "archive"), ("FIONA", "/a", "d$x", "receiver log"),
-     ("FIONA", "/a", "d\\x", "receiver log")],
+    ("hookup", "aet", "archive", "datadir_part", "named"),
+    [("journal", *case) for case in JOURNAL_UNSAFE] + [("log", *case) for case in LOG_UNSAFE],
 )
-def test_values_unsafe_in_the_receiver_log_are_refused_before_anything_is_made(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], aet: str, archive: str,
-        datadir_part: str, named: str) -> None:
+def test_unsafe_values_are_refused_with_a_clear_error_before_anything_is_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], hookup: str, aet: str,
+        archive: str, datadir_part: str, named: str) -> None:
+    """Each hookup refuses what is unsafe where its values land: the journal line's shell
+    quoting, or the receiver log's lines and oflog's configuration."""
     config = tmp_path / "config.json"
     config.write_text("{}")
     datadir = tmp_path / datadir_part
     code = main(["storescp-command", "--config", str(config), "--datadir", str(datadir),
-                 "--aet", aet, "--archive", str(tmp_path) + archive])
+                 "--aet", aet, "--archive", str(tmp_path) + archive, "--hookup", hookup])
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert named in err and ("unsafe" in err or "AE title is 1-16" in err)
